@@ -1,0 +1,1 @@
+"""Seeing inside: token spans, similarity matrices, projections (pure functions)."""

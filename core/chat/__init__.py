@@ -1,0 +1,1 @@
+"""Conversations, streaming generation through the backends, and the history store."""

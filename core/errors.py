@@ -1,0 +1,147 @@
+"""One typed error hierarchy for Corral: every adapter maps foreign exceptions here.
+
+Each error carries a sentence for people (``str(err)``) that says what happened and,
+where it helps, what to do. The GUI and the CLI show that sentence; logs keep tracebacks.
+"""
+
+from __future__ import annotations
+
+
+class CorralError(Exception):
+    """Base of every error Corral raises on purpose."""
+
+    #: A short hint on what the user can do about it (shown after the message).
+    hint: str = ""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        if hint is not None:
+            self.hint = hint
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else self.__class__.__name__
+
+    def sentence(self) -> str:
+        """The message plus the hint, as one line for people."""
+        msg = self.message.rstrip(".")
+        return f"{msg}. {self.hint}" if self.hint else f"{msg}."
+
+
+# --- backends and models -------------------------------------------------------------
+
+
+class BackendUnavailable(CorralError):
+    """A server (Ollama, Chroma) does not answer at its address."""
+
+    hint = "Start it, or change the host in Settings."
+
+
+class BackendError(CorralError):
+    """A server answered with an error we cannot map to something more precise."""
+
+    def __init__(self, message: str, *, status: int | None = None, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.status = status
+
+
+class BackendTimeout(BackendError):
+    """A server accepted the connection but did not answer in time."""
+
+
+class ModelNotFound(CorralError):
+    """The model reference names nothing that exists."""
+
+
+class StreamInterrupted(CorralError):
+    """A stream broke off; ``partial`` keeps what had arrived."""
+
+    def __init__(self, message: str, *, partial: str = "", hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.partial = partial
+
+
+class EngineCrashed(CorralError):
+    """The llama.cpp engine child process died (``reason`` says how)."""
+
+    def __init__(self, reason: str, *, partial: str = "", hint: str | None = None):
+        super().__init__(f"engine crashed: {reason}", hint=hint)
+        self.reason = reason
+        self.partial = partial
+
+
+class ModelFileDamaged(CorralError):
+    """A model file is not a usable GGUF (bad magic, truncated, absurd sizes ...)."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"model file damaged: {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class UnsafeTemplate(CorralError):
+    """A chat template tried something the sandbox forbids, or is otherwise hostile."""
+
+
+class PromptFormatError(CorralError):
+    """A conversation does not fit the prompt format (roles not alternating ...)."""
+
+
+class ContextOverflow(CorralError):
+    """The prompt does not fit the model's context window."""
+
+    def __init__(self, message: str, *, needed: int = 0, available: int = 0):
+        super().__init__(message, hint="Drop the oldest turns or pick a longer context.")
+        self.needed = needed
+        self.available = available
+
+
+class Cancelled(CorralError):
+    """The user cancelled the operation."""
+
+
+# --- documents -----------------------------------------------------------------------
+
+
+class DocumentUnreadable(CorralError):
+    """A document could not be parsed; the message says why (encrypted, scanned ...)."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class StoreLocked(CorralError):
+    """Another Corral process owns this Chroma directory."""
+
+    hint = "Close the other Corral window, or use a Chroma server in Settings."
+
+
+class StoreError(CorralError):
+    """The vector store failed or holds something we cannot use."""
+
+
+class EmbedderMismatch(StoreError):
+    """A knowledge base was built with another embedder; mixing vector spaces is refused."""
+
+    hint = "Re-index the knowledge base with the new embedder."
+
+
+class KnowledgeBaseNotFound(CorralError):
+    """No knowledge base by that name."""
+
+
+# --- settings and misc ---------------------------------------------------------------
+
+
+class SettingsError(CorralError):
+    """The settings file cannot be read or holds invalid values."""
+
+
+class GuardAnswerNotUnderstood(CorralError):
+    """The guard model answered something that is neither 'safe' nor 'unsafe\\n<codes>'."""
+
+
+class FeatureUnavailable(CorralError):
+    """A feature needs something that is not installed or not landed yet."""

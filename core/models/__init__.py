@@ -1,0 +1,1 @@
+"""Model management: Ollama server and store, GGUF files, the llama.cpp engine child."""

@@ -1,0 +1,237 @@
+"""The llama.cpp engine child process: loads one GGUF and answers requests over a pipe.
+
+Run as ``python -m core.models.engine_child``. Requests are JSON lines on stdin, replies JSON
+lines on a private copy of stdout (fd 1 itself is pointed at stderr so that anything
+llama.cpp prints cannot corrupt the protocol). A malformed model may abort() this process;
+the parent (core.models.engine) turns that into EngineCrashed and starts a fresh child.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import queue
+import sys
+import threading
+import time
+from typing import Any, BinaryIO
+
+_ATTR_NAMES = {
+    1: "unknown", 2: "unused", 4: "normal", 8: "control", 16: "user_defined", 32: "byte",
+}
+
+
+class _Child:
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.llm: Any = None
+        self.inbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.cancel = threading.Event()
+
+    # --- plumbing ------------------------------------------------------------------
+
+    def send(self, obj: dict[str, Any]) -> None:
+        self.out.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+        self.out.flush()
+
+    def reader(self) -> None:
+        for line in sys.stdin.buffer:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if msg.get("op") == "cancel":
+                self.cancel.set()
+            else:
+                self.inbox.put(msg)
+        self.inbox.put(None)
+
+    def serve(self) -> None:
+        threading.Thread(target=self.reader, daemon=True).start()
+        self.send({"ready": True, "pid": os.getpid()})
+        while True:
+            msg = self.inbox.get()
+            if msg is None:
+                return
+            op = str(msg.get("op"))
+            handler = getattr(self, "op_" + op, None)
+            try:
+                if handler is None:
+                    raise ValueError(f"unknown request {op!r}")
+                if op != "load" and self.llm is None:
+                    raise RuntimeError("no model loaded")
+                result = handler(msg)
+                if result is not None:
+                    self.send({"ok": True, **result})
+            except Exception as exc:  # report, keep serving
+                self.send({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+
+    # --- requests ------------------------------------------------------------------
+
+    def op_load(self, msg: dict[str, Any]) -> dict[str, Any]:
+        from llama_cpp import Llama
+
+        self.llm = None
+        self.llm = Llama(
+            model_path=msg["path"],
+            n_ctx=int(msg.get("n_ctx", 2048)),
+            n_threads=int(msg.get("n_threads", 1)),
+            n_threads_batch=int(msg.get("n_threads", 1)),
+            n_gpu_layers=int(msg.get("n_gpu_layers", 0)),
+            embedding=bool(msg.get("embedding", False)),
+            vocab_only=bool(msg.get("vocab_only", False)),
+            seed=int(msg.get("seed", 0xFFFFFFFF)),
+            verbose=False,
+        )
+        llm = self.llm
+        meta = {str(k): str(v) for k, v in (llm.metadata or {}).items()}
+        add_bos = meta.get("tokenizer.ggml.add_bos_token", "true").lower() != "false"
+        return {
+            "n_ctx": llm.n_ctx(),
+            "n_ctx_train": llm._model.n_ctx_train(),
+            "n_vocab": llm.n_vocab(),
+            "bos": llm.token_bos(),
+            "eos": llm.token_eos(),
+            "add_bos": add_bos,
+            "metadata": meta,
+            "chat_template": meta.get("tokenizer.chat_template"),
+        }
+
+    def op_tokenize(self, msg: dict[str, Any]) -> dict[str, Any]:
+        ids = self.llm.tokenize(
+            msg["text"].encode("utf-8"),
+            add_bos=bool(msg.get("add_bos", False)),
+            special=bool(msg.get("special", False)),
+        )
+        return {"ids": ids}
+
+    def op_detokenize(self, msg: dict[str, Any]) -> dict[str, Any]:
+        data = self.llm.detokenize(msg["ids"], special=bool(msg.get("special", False)))
+        return {"b64": base64.b64encode(data).decode()}
+
+    def op_pieces(self, msg: dict[str, Any]) -> dict[str, Any]:
+        pieces = [self.llm.detokenize([t], special=True) for t in msg["ids"]]
+        return {"b64": [base64.b64encode(p).decode() for p in pieces]}
+
+    def op_types(self, msg: dict[str, Any]) -> dict[str, Any]:
+        import llama_cpp
+
+        vocab = self.llm._model.vocab
+        names = []
+        for t in msg["ids"]:
+            attr = int(llama_cpp.llama_vocab_get_attr(vocab, int(t)))
+            names.append(next((n for bit, n in _ATTR_NAMES.items() if attr & bit), "normal"))
+        return {"types": names}
+
+    def op_probs(self, msg: dict[str, Any]) -> dict[str, Any]:
+        import numpy as np
+
+        import llama_cpp
+
+        llm = self.llm
+        llm.reset()
+        llm.eval(list(msg["ids"]))
+        # Without logits_all, llama-cpp-python keeps no scores; read the last row from the context.
+        row = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
+        logits = np.ctypeslib.as_array(row, shape=(llm.n_vocab(),)).astype(np.float64)
+        logits -= logits.max()
+        probs = np.exp(logits)
+        probs /= probs.sum()
+        return {"probs": {str(c): float(probs[int(c)]) for c in msg["candidates"]}}
+
+    def op_embed(self, msg: dict[str, Any]) -> dict[str, Any]:
+        import numpy as np
+
+        vectors = []
+        for text in msg["texts"]:
+            out = np.asarray(self.llm.embed(text), dtype=np.float64)
+            if out.ndim == 2:  # a model without pooling gives one vector per token: average
+                out = out.mean(axis=0)
+            vectors.append(out.tolist())
+        return {"vectors": vectors}
+
+    def op_generate(self, msg: dict[str, Any]) -> None:
+        self.cancel.clear()
+        prompt = list(msg["ids"])
+        counted = 0
+        cancelled = False
+
+        def stop_check(_ids: Any, _logits: Any) -> bool:
+            nonlocal counted, cancelled
+            counted += 1
+            if self.cancel.is_set():
+                cancelled = True
+                return True
+            return False
+
+        from llama_cpp import StoppingCriteriaList
+
+        started = time.perf_counter()
+        first: float | None = None
+        finish: str | None = None
+        params: dict[str, Any] = {
+            "max_tokens": int(msg.get("max_tokens", 256)),
+            "temperature": float(msg.get("temperature", 0.8)),
+            "top_p": float(msg.get("top_p", 0.95)),
+            "top_k": int(msg.get("top_k", 40)),
+            "repeat_penalty": float(msg.get("repeat_penalty", 1.1)),
+            "stop": list(msg.get("stop") or []) or None,
+        }
+        if msg.get("seed") is not None:
+            params["seed"] = int(msg["seed"])
+        stream = self.llm.create_completion(
+            prompt, stream=True, stopping_criteria=StoppingCriteriaList([stop_check]), **params
+        )
+        # Tokens are batched by time (~15 ms) so the pipe costs nothing per token.
+        buffered: list[str] = []
+        last_flush = started
+        for chunk in stream:
+            choice = chunk["choices"][0]
+            text = choice.get("text") or ""
+            if text:
+                if first is None:
+                    first = time.perf_counter() - started
+                    self.send({"text": text, "n": counted})
+                    last_flush = time.perf_counter()
+                else:
+                    buffered.append(text)
+            finish = choice.get("finish_reason") or finish
+            now = time.perf_counter()
+            if buffered and now - last_flush >= 0.015:
+                self.send({"text": "".join(buffered), "n": counted})
+                buffered.clear()
+                last_flush = now
+        if buffered:
+            self.send({"text": "".join(buffered), "n": counted})
+        if cancelled:
+            finish = "cancelled"
+        self.send({
+            "done": True,
+            "finish_reason": finish or "stop",
+            "prompt_tokens": len(prompt),
+            # The sampler runs once more than tokens are kept (the EOS, the token past
+            # max_tokens, or the one a cancel refused).
+            "completion_tokens": max(counted - 1, 0),
+            "first_token_s": first,
+            "total_s": time.perf_counter() - started,
+        })
+        return None
+
+    def op_unload(self, msg: dict[str, Any]) -> dict[str, Any]:
+        self.llm = None
+        return {}
+
+    def op_ping(self, msg: dict[str, Any]) -> dict[str, Any]:
+        return {"pid": os.getpid()}
+
+
+def main() -> None:
+    proto = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)  # llama.cpp (and anything else) printing to stdout goes to stderr
+    sys.stdout = sys.stderr
+    _Child(proto).serve()
+
+
+if __name__ == "__main__":
+    main()

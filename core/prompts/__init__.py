@@ -1,0 +1,1 @@
+"""Prompt formats: Llama 2, Code Llama (70B), Llama Guard, sandboxed model templates."""

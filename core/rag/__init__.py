@@ -1,0 +1,1 @@
+"""Documents: loaders -> chunker -> embedder -> Chroma store -> retriever; indexing jobs."""

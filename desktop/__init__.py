@@ -1,0 +1,1 @@
+"""The Qt face of Corral: windows, pages, widgets, workers."""

@@ -1,0 +1,210 @@
+"""The main window: a left navigation over the pages, a status bar, remembered geometry.
+
+Pages are built when the window is; none of them may import torch, sentence-transformers,
+chromadb or llama_cpp at import time, so the window appears before those load.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import threading
+import traceback
+from pathlib import Path
+from types import TracebackType
+
+from PySide6.QtCore import QByteArray, Qt, QTimer
+from PySide6.QtGui import QCloseEvent, QIcon
+from PySide6.QtWidgets import (
+    QApplication,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QMessageBox,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core import __version__
+from desktop.context import AppContext
+from desktop.status import StatusBar
+from desktop.style import STYLE_SHEET
+
+log = logging.getLogger("corral.desktop")
+
+#: title -> (module, class, what the page is for: shown while it cannot load)
+PAGES: list[tuple[str, str, str, str]] = [
+    ("Models", "desktop.pages.models", "ModelsPage", "Every model you have, in one table."),
+    ("Chat", "desktop.pages.chat", "ChatPage", "Talk with a local model."),
+    ("Documents", "desktop.pages.documents", "DocumentsPage", "Knowledge bases for grounded chat."),
+    ("Tokens", "desktop.pages.tokens", "TokensPage", "How tokenizers split your text."),
+    ("Embeddings", "desktop.pages.embeddings", "EmbeddingsPage", "Similarity and corpus maps."),
+    ("Safety", "desktop.pages.safety", "SafetyPage", "Llama Guard checks and the audit log."),
+    ("Settings", "desktop.pages.settings", "SettingsPage", "Hosts, stores and defaults."),
+]
+
+
+class PlaceholderPage(QWidget):
+    """Shown when a page's module is missing or failed to build: says so, plainly."""
+
+    def __init__(self, title: str, purpose: str, reason: str, parent: QWidget | None = None):
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        layout.addStretch(1)
+        head = QLabel(f"<h2>{title}</h2><p>{purpose}</p>")
+        head.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        note = QLabel(reason)
+        note.setObjectName("emptyState")
+        note.setWordWrap(True)
+        note.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        layout.addWidget(head)
+        layout.addWidget(note)
+        layout.addStretch(2)
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, ctx: AppContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.setWindowTitle(f"Corral {__version__}")
+        self.setMinimumSize(900, 600)
+        self.nav = QListWidget()
+        self.nav.setObjectName("nav")
+        self.nav.setFixedWidth(150)
+        self.stack = QStackedWidget()
+        self.pages: dict[str, QWidget] = {}
+        for title, module, cls, purpose in PAGES:
+            page = self._build_page(title, module, cls, purpose)
+            self.pages[title] = page
+            self.stack.addWidget(page)
+            QListWidgetItem(title, self.nav)
+        self.nav.currentRowChanged.connect(self.stack.setCurrentIndex)
+        central = QWidget()
+        row = QHBoxLayout(central)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.setSpacing(0)
+        row.addWidget(self.nav)
+        row.addWidget(self.stack, 1)
+        self.setCentralWidget(central)
+        self.status = StatusBar(ctx, self)
+        self.setStatusBar(self.status)
+        ctx.bus.open_chat.connect(lambda _ref: self.show_page("Chat"))
+        ctx.bus.send_to_tokens.connect(lambda _text: self.show_page("Tokens"))
+        self._restore_geometry()
+        last = ctx.settings.ui.last_page
+        self.show_page(last if last in self.pages else "Models")
+        if ctx.settings_error:
+            QTimer.singleShot(0, lambda: ctx.show_error(ctx.settings_error or ""))
+
+    def _build_page(self, title: str, module: str, cls: str, purpose: str) -> QWidget:
+        try:
+            page_cls = getattr(importlib.import_module(module), cls)
+            page: QWidget = page_cls(self.ctx)
+            return page
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                log.exception("page %s failed to import", title)
+                return PlaceholderPage(title, purpose, f"This page could not load: {exc}.")
+            return PlaceholderPage(title, purpose, "This page is not part of this build yet.")
+        except Exception as exc:
+            log.exception("page %s failed to build", title)
+            return PlaceholderPage(title, purpose, f"This page could not load: {exc}. The log has details.")
+
+    def show_page(self, title: str) -> None:
+        self.nav.setCurrentRow(list(self.pages).index(title))
+
+    @property
+    def current_page(self) -> str:
+        return list(self.pages)[self.stack.currentIndex()]
+
+    def _restore_geometry(self) -> None:
+        raw = self.ctx.settings.ui.geometry
+        if raw and self.restoreGeometry(QByteArray.fromBase64(raw.encode("ascii"))):
+            return
+        self.resize(1200, 780)
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt name)
+        ui = self.ctx.settings.ui
+        ui.geometry = bytes(self.saveGeometry().toBase64().data()).decode("ascii")
+        ui.last_page = self.current_page
+        self.ctx.save_settings()
+        self.ctx.jobs.cancel_all()
+        for page in self.pages.values():
+            shutdown = getattr(page, "shutdown", None)
+            if callable(shutdown):
+                shutdown()
+        self.ctx.jobs.wait_all(10000)
+        super().closeEvent(event)
+
+
+def install_crash_hook(window: MainWindow | None = None) -> None:
+    """Uncaught exceptions: log the traceback, show a sentence, keep the app running."""
+
+    def show(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        log.error("uncaught exception:\n%s", "".join(traceback.format_exception(exc_type, exc, tb)))
+        from desktop.context import describe_error
+
+        sentence = describe_error(exc)
+        app = QApplication.instance()
+        if app is None or threading.current_thread() is not threading.main_thread():
+            return
+        box = QMessageBox(window)
+        box.setIcon(QMessageBox.Icon.Warning)
+        box.setWindowTitle("Something went wrong")
+        box.setText(sentence)
+        box.setInformativeText("Corral keeps running. The full report is in the log.")
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()
+
+    sys.excepthook = show
+    threading.excepthook = lambda a: show(a.exc_type, a.exc_value or Exception(), a.exc_traceback)
+
+
+def create_app(argv: list[str] | None = None) -> QApplication:
+    app = QApplication.instance()
+    if not isinstance(app, QApplication):
+        app = QApplication(argv or sys.argv[:1])
+    app.setApplicationName("Corral")
+    app.setApplicationVersion(__version__)
+    app.setStyleSheet(STYLE_SHEET)
+    icon = Path(__file__).resolve().parent.parent / "resources" / "corral.png"
+    if icon.exists():
+        app.setWindowIcon(QIcon(str(icon)))
+    return app
+
+
+def save_screenshots(window: MainWindow, directory: str | Path) -> list[Path]:
+    """Render the window on each page to DIR/<page>.png."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    app = QApplication.instance()
+    written = []
+    for title in window.pages:
+        window.show_page(title)
+        for _ in range(3):
+            if app is not None:
+                app.processEvents()
+        path = out / f"{title.lower()}.png"
+        window.grab().save(str(path))
+        written.append(path)
+    return written
+
+
+def run_gui(screenshots: str | None = None) -> int:
+    app = create_app()
+    ctx = AppContext()
+    window = MainWindow(ctx)
+    install_crash_hook(window)
+    if screenshots:
+        window.resize(1280, 800)
+        window.show()
+        for path in save_screenshots(window, screenshots):
+            print(path)
+        window.close()
+        return 0
+    window.show()
+    return int(app.exec())

@@ -1,0 +1,75 @@
+"""What every page shares: settings, the job runner, a signal bus, and error reporting."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+from core.config import Settings
+from core.errors import CorralError, SettingsError
+from desktop.worker import JobRunner
+
+log = logging.getLogger("corral.desktop")
+
+
+class Bus(QObject):
+    """Cross-page signals: one page asks, another answers."""
+
+    open_chat = Signal(str)  # a model reference
+    send_to_tokens = Signal(str)  # a text (e.g. a rendered prompt)
+    settings_changed = Signal()
+    models_changed = Signal()
+    knowledge_bases_changed = Signal()
+    status_message = Signal(str, int)  # text, milliseconds (0: until replaced)
+    error = Signal(str)  # a sentence for people
+
+
+class AppContext(QObject):
+    def __init__(self, settings: Settings | None = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.bus = Bus(self)
+        self.jobs = JobRunner(parent=self)
+        self.settings_error: str | None = None
+        if settings is None:
+            try:
+                settings = Settings.load()
+            except SettingsError as exc:
+                # Keep working on defaults, say so, and never overwrite the user's file.
+                self.settings_error = exc.sentence()
+                settings = Settings()
+        self.settings = settings
+
+    def save_settings(self) -> None:
+        if self.settings_error:
+            return
+        try:
+            self.settings.save()
+        except OSError as exc:
+            self.show_error(exc)
+            return
+        self.bus.settings_changed.emit()
+
+    def show_error(self, exc: BaseException | str) -> str:
+        """Turn an exception into a sentence, show it in the status bar, return it."""
+        sentence = describe_error(exc)
+        self.bus.error.emit(sentence)
+        return sentence
+
+    def status(self, text: str, ms: int = 4000) -> None:
+        self.bus.status_message.emit(text, ms)
+
+
+def describe_error(exc: BaseException | str | Any) -> str:
+    """One sentence for people: typed errors speak for themselves, others are summarised."""
+    if isinstance(exc, str):
+        return exc
+    if isinstance(exc, CorralError):
+        return exc.sentence()
+    if isinstance(exc, MemoryError):
+        return "Out of memory. Close other programs or try a smaller model."
+    if isinstance(exc, OSError):
+        return f"File or system error: {exc.strerror or exc}."
+    log.error("unexpected error shown to the user", exc_info=exc if isinstance(exc, BaseException) else None)
+    return f"Unexpected error: {type(exc).__name__}: {exc}. The log has details."

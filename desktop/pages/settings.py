@@ -1,0 +1,124 @@
+"""Settings page: hosts, stores, engine and embedder defaults, saved atomically to settings.toml."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.config import settings_path
+from desktop.context import AppContext
+
+EMBEDDER_MODES = [
+    ("standard", "Standard — sentence-transformers (torch)"),
+    ("fast", "Fast — same model compiled for this CPU (about 2.5x)"),
+    ("fastest", "Fastest — int8, calibrated on your documents (about 3.7x)"),
+]
+
+
+class SettingsPage(QWidget):
+    def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.ctx = ctx
+        s = ctx.settings
+        outer = QVBoxLayout(self)
+        title = QLabel("Settings")
+        title.setObjectName("pageTitle")
+        outer.addWidget(title)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        body = QWidget()
+        col = QVBoxLayout(body)
+        scroll.setWidget(body)
+        outer.addWidget(scroll, 1)
+
+        self.ollama_host = QLineEdit(s.ollama.host)
+        self.ollama_host.setPlaceholderText("empty: $OLLAMA_HOST, else 127.0.0.1:11434")
+        self.store_dir = QLineEdit(s.ollama.store_dir)
+        self.store_dir.setPlaceholderText("empty: $OLLAMA_MODELS, ~/.ollama/models, /usr/share/ollama/…")
+        col.addWidget(_group("Ollama", [("Host", self.ollama_host), ("Model store folder", self.store_dir)]))
+
+        self.threads = QSpinBox()
+        self.threads.setRange(0, 256)
+        self.threads.setSpecialValueText("automatic")
+        self.threads.setValue(s.engine.n_threads)
+        self.n_ctx = QSpinBox()
+        self.n_ctx.setRange(256, 1_048_576)
+        self.n_ctx.setSingleStep(1024)
+        self.n_ctx.setValue(s.engine.n_ctx)
+        col.addWidget(_group("llama.cpp engine", [("CPU threads", self.threads), ("Context length", self.n_ctx)]))
+
+        self.store_mode = QComboBox()
+        self.store_mode.addItem("Embedded (this computer, one Corral at a time)", "embedded")
+        self.store_mode.addItem("Chroma server (shared)", "server")
+        self.store_mode.setCurrentIndex(max(0, self.store_mode.findData(s.store.mode)))
+        self.store_host = QLineEdit(s.store.host)
+        self.store_port = QSpinBox()
+        self.store_port.setRange(1, 65535)
+        self.store_port.setValue(s.store.port)
+        col.addWidget(_group("Document store (Chroma)", [
+            ("Mode", self.store_mode), ("Server host", self.store_host), ("Server port", self.store_port),
+        ]))
+
+        self.embedder = QLineEdit(s.embedder.default)
+        self.embedder.setPlaceholderText("minilm, a sentence-transformers folder, ollama:NAME, or a .gguf")
+        self.embedder_mode = QComboBox()
+        for value, label in EMBEDDER_MODES:
+            self.embedder_mode.addItem(label, value)
+        self.embedder_mode.setCurrentIndex(max(0, self.embedder_mode.findData(s.embedder.mode)))
+        col.addWidget(_group("Embedder", [("Model", self.embedder), ("Speed mode", self.embedder_mode)]))
+
+        self.temperature = QDoubleSpinBox()
+        self.temperature.setRange(0.0, 2.0)
+        self.temperature.setSingleStep(0.1)
+        self.temperature.setValue(s.chat.temperature)
+        self.max_tokens = QSpinBox()
+        self.max_tokens.setRange(1, 131072)
+        self.max_tokens.setValue(s.chat.max_tokens)
+        col.addWidget(_group("Chat defaults", [("Temperature", self.temperature), ("Max tokens", self.max_tokens)]))
+        col.addStretch(1)
+
+        row = QHBoxLayout()
+        self.where = QLabel(f"Saved to {settings_path()}")
+        self.where.setObjectName("emptyState")
+        self.save_button = QPushButton("Save")
+        self.save_button.setObjectName("primary")
+        self.save_button.clicked.connect(self.save)
+        row.addWidget(self.where, 1)
+        row.addWidget(self.save_button)
+        outer.addLayout(row)
+
+    def save(self) -> None:
+        s = self.ctx.settings
+        s.ollama.host = self.ollama_host.text().strip()
+        s.ollama.store_dir = self.store_dir.text().strip()
+        s.engine.n_threads = self.threads.value()
+        s.engine.n_ctx = self.n_ctx.value()
+        s.store.mode = str(self.store_mode.currentData())
+        s.store.host = self.store_host.text().strip() or "127.0.0.1"
+        s.store.port = self.store_port.value()
+        s.embedder.default = self.embedder.text().strip() or "minilm"
+        s.embedder.mode = str(self.embedder_mode.currentData())
+        s.chat.temperature = self.temperature.value()
+        s.chat.max_tokens = self.max_tokens.value()
+        self.ctx.save_settings()
+        self.ctx.status("Settings saved.")
+
+
+def _group(title: str, rows: list[tuple[str, QWidget]]) -> QGroupBox:
+    box = QGroupBox(title)
+    form = QFormLayout(box)
+    for label, widget in rows:
+        form.addRow(label, widget)
+    return box
