@@ -1,0 +1,657 @@
+"""Models page: every model in one table (Ollama server, Ollama store, GGUF files), with pull,
+delete, import and a detail panel (GGUF metadata, chat template, Modelfile parts, SHA-256).
+
+All slow work (listing, pulls, imports, hashing, inspecting) runs in workers; the page only
+turns clicks into core calls and results into widgets.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QRegularExpression, Qt, Signal
+from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent, QSyntaxHighlighter, QTextCharFormat
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QStackedWidget,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.errors import Cancelled
+from desktop.context import AppContext, describe_error
+from desktop.worker import Job, Worker
+
+COLUMNS = ["Name", "Source", "Family", "Parameters", "Quantization", "Size", "Context", "Loaded"]
+
+
+def human_size(n: int | None) -> str:
+    if not n:
+        return "–"
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"
+
+
+# --- jobs (run in the thread pool; no widgets here) --------------------------------------------
+
+
+def list_job(job: Job, settings: Any) -> Any:
+    from core.models.catalog import collect
+
+    return collect(settings)
+
+
+def inspect_job(job: Job, ref: str, settings: Any) -> dict[str, Any]:
+    from core.models.catalog import inspect_model
+
+    return inspect_model(ref, settings)
+
+
+def pull_job(job: Job, client: Any, name: str) -> str:
+    for step in client.pull(name):
+        job.check()
+        job.progress(step.fraction, step.status)
+    return name
+
+
+def delete_job(job: Job, ref: str, settings: Any) -> str:
+    from core.models import library
+    from core.models.ollama_client import OllamaClient
+    from core.models.refs import parse_ref
+
+    r = parse_ref(ref)
+    if r.kind == "ollama":
+        OllamaClient.from_settings(settings).delete(r.name)
+    else:
+        library.forget(r.name)
+    return ref
+
+
+def import_job(job: Job, paths: list[str]) -> tuple[list[Any], list[Any]]:
+    from core.models import library
+
+    def progress(fraction: float, text: str) -> None:
+        job.check()
+        job.progress(fraction, text)
+
+    return library.import_paths(paths, None, progress)
+
+
+def sha256_job(job: Job, path: str) -> str:
+    from core.models.gguf_meta import sha256_file
+
+    def progress(done: int, total: int) -> None:
+        job.check()
+        job.progress(done / total if total else 1.0, "computing SHA-256")
+
+    return sha256_file(path, progress)
+
+
+# --- widgets ---------------------------------------------------------------------------------
+
+
+class TemplateHighlighter(QSyntaxHighlighter):
+    """Jinja / Go template tags, strings and special tokens, in the chat template view."""
+
+    def __init__(self, document: Any) -> None:
+        super().__init__(document)
+
+        def fmt(color: str, bold: bool = False) -> QTextCharFormat:
+            f = QTextCharFormat()
+            f.setForeground(QColor(color))
+            if bold:
+                f.setFontWeight(700)
+            return f
+
+        self.rules = [
+            (QRegularExpression(r"\{%-?.*?-?%\}"), fmt("#6a1b9a", True)),
+            (QRegularExpression(r"\{\{-?.*?-?\}\}"), fmt("#0277bd", True)),
+            (QRegularExpression(r"\{#.*?#\}"), fmt("#78909c")),
+            (QRegularExpression(r"'[^']*'|\"[^\"]*\""), fmt("#2e7d32")),
+            (QRegularExpression(r"<\|?[A-Za-z_/]+\|?>|\[/?INST\]|<</?SYS>>"), fmt("#c62828", True)),
+        ]
+
+    def highlightBlock(self, text: str) -> None:  # noqa: N802 (Qt name)
+        for pattern, style in self.rules:
+            it = pattern.globalMatch(text)
+            while it.hasNext():
+                m = it.next()
+                self.setFormat(m.capturedStart(), m.capturedLength(), style)
+
+
+def _text_view() -> QPlainTextEdit:
+    view = QPlainTextEdit()
+    view.setReadOnly(True)
+    view.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
+    view.setStyleSheet("font-family: monospace;")
+    return view
+
+
+class DetailPanel(QWidget):
+    """Everything about the selected model."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.title = QLabel("Select a model to see its details.")
+        self.title.setObjectName("pageTitle")
+        self.title.setWordWrap(True)
+        layout.addWidget(self.title)
+        self.problem = QLabel()
+        self.problem.setObjectName("errorText")
+        self.problem.setWordWrap(True)
+        self.problem.hide()
+        layout.addWidget(self.problem)
+        self.tabs = QTabWidget()
+        layout.addWidget(self.tabs, 1)
+        summary = QWidget()
+        self.form = QFormLayout(summary)
+        self.tabs.addTab(summary, "Summary")
+        self.template = _text_view()
+        self.highlighter = TemplateHighlighter(self.template.document())
+        self.tabs.addTab(self.template, "Chat template")
+        self.modelfile = _text_view()
+        self.modelfile_highlighter = TemplateHighlighter(self.modelfile.document())
+        self.tabs.addTab(self.modelfile, "Modelfile")
+        self.metadata = QTableWidget(0, 2)
+        self.metadata.setHorizontalHeaderLabels(["Key", "Value"])
+        self.metadata.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.metadata.verticalHeader().hide()
+        self.metadata.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.tabs.addTab(self.metadata, "Metadata")
+        row = QHBoxLayout()
+        self.sha = QLabel("SHA-256: –")
+        self.sha.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.sha.setWordWrap(True)
+        self.sha_button = QPushButton("Compute SHA-256")
+        self.sha_button.hide()
+        row.addWidget(self.sha, 1)
+        row.addWidget(self.sha_button)
+        layout.addLayout(row)
+        self.chat_button = QPushButton("Chat with it")
+        self.chat_button.setObjectName("primary")
+        self.chat_button.setEnabled(False)
+        layout.addWidget(self.chat_button)
+
+    def clear(self, text: str = "Select a model to see its details.") -> None:
+        self.title.setText(text)
+        self.problem.hide()
+        while self.form.rowCount():
+            self.form.removeRow(0)
+        self.template.setPlainText("")
+        self.modelfile.setPlainText("")
+        self.metadata.setRowCount(0)
+        self.sha.setText("SHA-256: –")
+        self.sha_button.hide()
+        self.chat_button.setEnabled(False)
+
+    def show_error(self, title: str, sentence: str) -> None:
+        self.clear(title)
+        self.problem.setText(sentence)
+        self.problem.show()
+
+    def show_info(self, entry: Any, info: dict[str, Any]) -> None:
+        self.clear(f"{entry.name} — {entry.source_label}")
+        s = info.get("summary") or {}
+        rows = [("Reference", entry.ref), ("File", info.get("path") or "–"),
+                ("Architecture", s.get("architecture")), ("Name in file", s.get("name")),
+                ("Parameters", s.get("parameter_size")), ("Quantization", s.get("quantization")),
+                ("Context length", s.get("context_length")),
+                ("Embedding length", s.get("embedding_length")), ("Layers", s.get("block_count")),
+                ("Attention heads", s.get("head_count")), ("KV heads", s.get("head_count_kv")),
+                ("Tokenizer", s.get("tokenizer_model")), ("Vocabulary", s.get("vocab_size")),
+                ("File size", human_size(s.get("file_size") or entry.file_size))]
+        for label, value in rows:
+            if value not in (None, ""):
+                text = QLabel(str(value))
+                text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+                text.setWordWrap(True)
+                self.form.addRow(label, text)
+        template = s.get("chat_template") or ""
+        self.template.setPlainText(template or "This model has no chat template in its file.")
+        problems = list(info.get("problems") or [])
+        if info.get("template_problem"):
+            problems.insert(0, f"This chat template is unsafe: {info['template_problem']}.")
+        if problems:
+            self.problem.setText(" ".join(problems))
+            self.problem.show()
+        ollama = info.get("ollama") or {}
+        parts = []
+        for key, label in (("template", "TEMPLATE"), ("system", "SYSTEM"),
+                           ("parameters", "PARAMETERS"), ("license", "LICENSE")):
+            if ollama.get(key):
+                parts.append(f"# {label}\n{ollama[key]}")
+        self.modelfile.setPlainText("\n\n".join(parts) if parts
+                                    else "Not an Ollama model: it has no Modelfile.")
+        meta = info.get("metadata") or {}
+        lengths = info.get("array_lengths") or {}
+        self.metadata.setRowCount(len(meta))
+        for i, key in enumerate(sorted(meta)):
+            value = meta[key]
+            shown = (f"[{lengths[key]} items] {value}" if key in lengths else str(value))
+            self.metadata.setItem(i, 0, QTableWidgetItem(key))
+            self.metadata.setItem(i, 1, QTableWidgetItem(shown[:500]))
+        self.metadata.resizeColumnToContents(0)
+        sha = info.get("sha256") or (entry.digest if entry.source != "ollama" else "")
+        if sha:
+            self.sha.setText(f"SHA-256: {sha}")
+        elif entry.source == "ollama":
+            self.sha.setText(f"Ollama manifest digest: {entry.digest or '–'}")
+        elif info.get("path"):
+            self.sha_button.show()
+        self.chat_button.setEnabled(not entry.problem and not info.get("template_problem"))
+
+
+class ModelsPage(QWidget):
+    """The Models page (see module docstring)."""
+
+    refreshed = Signal()  # the table shows a fresh list
+    detail_shown = Signal(str)  # the detail panel shows this ref
+
+    def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.ctx = ctx
+        self.entries: list[Any] = []
+        self.pull_worker: Worker | None = None
+        self.client: Any = None
+        self.setAcceptDrops(True)
+        self._build()
+        ctx.bus.models_changed.connect(self.refresh)
+        ctx.bus.settings_changed.connect(self.refresh)
+        self.refresh()
+
+    # --- layout ----------------------------------------------------------------------
+
+    def _build(self) -> None:
+        outer = QVBoxLayout(self)
+        head = QHBoxLayout()
+        title = QLabel("Models")
+        title.setObjectName("pageTitle")
+        head.addWidget(title)
+        head.addStretch(1)
+        self.refresh_button = QPushButton("Refresh")
+        self.import_file_button = QPushButton("Import GGUF file…")
+        self.import_folder_button = QPushButton("Import folder…")
+        self.delete_button = QPushButton("Delete…")
+        self.delete_button.setEnabled(False)
+        for b in (self.refresh_button, self.import_file_button, self.import_folder_button,
+                  self.delete_button):
+            head.addWidget(b)
+        outer.addLayout(head)
+
+        pull = QHBoxLayout()
+        self.pull_name = QLineEdit()
+        self.pull_name.setPlaceholderText("Ollama model to pull, e.g. llama2:7b or llama-guard3:1b")
+        self.pull_button = QPushButton("Pull")
+        self.pull_progress = QProgressBar()
+        self.pull_progress.setRange(0, 1000)
+        self.pull_progress.setTextVisible(True)
+        self.pull_progress.hide()
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.hide()
+        for w in (self.pull_name, self.pull_button, self.pull_progress, self.cancel_button):
+            pull.addWidget(w, 1 if w in (self.pull_name, self.pull_progress) else 0)
+        outer.addLayout(pull)
+        self.pull_status = QLabel("")
+        self.pull_status.setWordWrap(True)
+        self.pull_status.hide()
+        outer.addWidget(self.pull_status)
+
+        self.notice = QLabel("")
+        self.notice.setObjectName("emptyState")
+        self.notice.setWordWrap(True)
+        self.notice.hide()
+        outer.addWidget(self.notice)
+
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QTableWidget.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().hide()
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.setSortingEnabled(False)
+        self.empty = QLabel("Looking for models…")
+        self.empty.setObjectName("emptyState")
+        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty.setWordWrap(True)
+        self.table_stack = QStackedWidget()
+        self.table_stack.addWidget(self.empty)
+        self.table_stack.addWidget(self.table)
+        self.detail = DetailPanel()
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(self.table_stack)
+        split.addWidget(self.detail)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+        outer.addWidget(split, 1)
+
+        self.refresh_button.clicked.connect(self.refresh)
+        self.import_file_button.clicked.connect(self.choose_files)
+        self.import_folder_button.clicked.connect(self.choose_folder)
+        self.delete_button.clicked.connect(self.delete_selected)
+        self.pull_button.clicked.connect(self.start_pull)
+        self.pull_name.returnPressed.connect(self.start_pull)
+        self.cancel_button.clicked.connect(self.cancel_pull)
+        self.table.itemSelectionChanged.connect(self._selection_changed)
+        self.detail.chat_button.clicked.connect(self._chat_with_selected)
+        self.detail.sha_button.clicked.connect(self._compute_sha)
+
+    def _status(self, text: str) -> None:
+        self.pull_status.setText(text)
+        self.pull_status.setVisible(bool(text))
+
+    def _settings(self) -> Any:
+        return copy.deepcopy(self.ctx.settings)
+
+    def host(self) -> str:
+        from core.models.ollama_host import resolve_host
+
+        return resolve_host(self.ctx.settings.ollama.host)
+
+    # --- listing ---------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        worker = Worker(list_job, self._settings())
+        worker.signals.finished.connect(self._show_list)
+        worker.signals.failed.connect(self._list_failed)
+        self.ctx.jobs.start(worker, group="models-list")
+
+    def _list_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, Cancelled):
+            return
+        sentence = self.ctx.show_error(exc)
+        self.empty.setText(sentence)
+        self.table_stack.setCurrentWidget(self.empty)
+        self.refreshed.emit()
+
+    def _show_list(self, result: Any) -> None:
+        selected = self.selected_entry()
+        self.table.blockSignals(True)
+        self.table.clearSelection()
+        self.entries = list(result.models)
+        self.table.setRowCount(len(self.entries))
+        for row, m in enumerate(self.entries):
+            values = [m.name, m.source_label, m.family or "–", m.parameter_size or "–",
+                      m.quantization or "–", human_size(m.file_size),
+                      str(m.context_length) if m.context_length else "–",
+                      "● loaded" if m.loaded else ""]
+            for col, value in enumerate(values):
+                item = QTableWidgetItem(value)
+                item.setData(Qt.ItemDataRole.UserRole, m.ref)
+                tip = m.ref + (f"\nProblem: {m.problem}" if m.problem else "")
+                if m.also:
+                    tip += "\nAlso runnable through llama.cpp as " + ", ".join(m.also)
+                item.setToolTip(tip)
+                if m.problem:
+                    item.setForeground(QColor("#c62828"))
+                self.table.setItem(row, col, item)
+        self.table.resizeColumnsToContents()
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        notes = [n if n.endswith(".") else n + "." for n in result.notes]
+        self.notice.setText("\n".join(notes))
+        self.notice.setVisible(bool(notes))
+        if self.entries:
+            self.table_stack.setCurrentWidget(self.table)
+        else:
+            lines = ["No models yet."]
+            if not result.ollama_running:
+                lines.append(f"Ollama is not running at {result.host} — start it or change the "
+                             "host in Settings.")
+            lines.append("Pull an Ollama model above, or import a GGUF file or a folder of them "
+                         "(you can also drop .gguf files here).")
+            self.empty.setText("\n\n".join(lines))
+            self.table_stack.setCurrentWidget(self.empty)
+        self.table.clearSelection()
+        self.table.blockSignals(False)
+        if selected is not None and self.row_of(selected.ref) >= 0:
+            self.select_ref(selected.ref)
+        else:
+            self.detail.clear()
+            self.delete_button.setEnabled(False)
+        self.refreshed.emit()
+
+    def refs(self) -> list[str]:
+        return [m.ref for m in self.entries]
+
+    def row_of(self, ref: str) -> int:
+        return next((i for i, m in enumerate(self.entries) if m.ref == ref), -1)
+
+    def select_ref(self, ref: str) -> None:
+        row = self.row_of(ref)
+        if row >= 0:
+            self.table.selectRow(row)
+
+    def selected_entry(self) -> Any:
+        rows = self.table.selectionModel().selectedRows() if self.table.selectionModel() else []
+        if not rows:
+            return None
+        row = rows[0].row()
+        return self.entries[row] if 0 <= row < len(self.entries) else None
+
+    # --- details ---------------------------------------------------------------------
+
+    def _selection_changed(self) -> None:
+        entry = self.selected_entry()
+        can_delete = entry is not None and entry.source in ("ollama", "gguf")
+        self.delete_button.setEnabled(can_delete)
+        self.delete_button.setToolTip(
+            "Corral never writes into Ollama's store on disk; with Ollama running, delete the "
+            "server's copy." if entry is not None and entry.source == "store" else "")
+        if entry is None:
+            self.detail.clear()
+            return
+        if entry.problem:
+            self.detail.show_error(f"{entry.name} — {entry.source_label}",
+                                   f"This model cannot be used: {entry.problem}.")
+            self.detail_shown.emit(entry.ref)
+            return
+        self.detail.clear(f"{entry.name} — reading…")
+        worker = Worker(inspect_job, entry.ref, self._settings())
+        worker.signals.finished.connect(lambda info, e=entry: self._show_detail(e, info))
+        worker.signals.failed.connect(lambda exc, e=entry: self._detail_failed(e, exc))
+        self.ctx.jobs.start(worker, group="models-detail")
+
+    def _show_detail(self, entry: Any, info: dict[str, Any]) -> None:
+        current = self.selected_entry()
+        if current is None or current.ref != entry.ref:
+            return
+        self.detail.show_info(entry, info)
+        self.detail_shown.emit(entry.ref)
+
+    def _detail_failed(self, entry: Any, exc: BaseException) -> None:
+        if isinstance(exc, Cancelled):
+            return
+        self.detail.show_error(f"{entry.name} — {entry.source_label}", describe_error(exc))
+        self.detail_shown.emit(entry.ref)
+
+    def _chat_with_selected(self) -> None:
+        entry = self.selected_entry()
+        if entry is not None:
+            self.ctx.bus.open_chat.emit(entry.ref)
+
+    def _compute_sha(self) -> None:
+        entry = self.selected_entry()
+        if entry is None or not entry.path:
+            return
+        self.detail.sha_button.setEnabled(False)
+        worker = Worker(sha256_job, entry.path)
+        worker.signals.progress.connect(
+            lambda f, _t: self.detail.sha.setText(f"SHA-256: computing… {f * 100:.0f}%"))
+        worker.signals.finished.connect(self._sha_done)
+        worker.signals.failed.connect(self._sha_failed)
+        self.ctx.jobs.start(worker, group="models-sha")
+
+    def _sha_done(self, digest: str) -> None:
+        self.detail.sha.setText(f"SHA-256: {digest}")
+        self.detail.sha_button.hide()
+        self.detail.sha_button.setEnabled(True)
+
+    def _sha_failed(self, exc: BaseException) -> None:
+        self.detail.sha_button.setEnabled(True)
+        self.detail.sha.setText("SHA-256: –" if isinstance(exc, Cancelled)
+                                else f"SHA-256: {describe_error(exc)}")
+
+    # --- pull ------------------------------------------------------------------------
+
+    def start_pull(self) -> None:
+        name = self.pull_name.text().strip().removeprefix("ollama:")
+        if not name:
+            self._status("Type the name of an Ollama model to pull, e.g. llama2:7b.")
+            return
+        if not re.fullmatch(r"[A-Za-z0-9_./:-]+", name):
+            self._status(f"'{name}' is not a valid Ollama model name.")
+            return
+        if self.pull_worker is not None and not self.pull_worker.is_done:
+            return
+        from core.models.ollama_client import OllamaClient
+
+        self.client = OllamaClient.from_settings(self.ctx.settings)
+        worker = Worker(pull_job, self.client, name)
+        worker.on_cancel = self.client.cancel
+        worker.signals.progress.connect(self._pull_progress)
+        worker.signals.finished.connect(self._pull_done)
+        worker.signals.failed.connect(lambda exc, n=name: self._pull_failed(n, exc))
+        self.pull_worker = worker
+        self.pull_button.setEnabled(False)
+        self.pull_name.setEnabled(False)
+        self.pull_progress.setRange(0, 0)
+        self.pull_progress.show()
+        self.cancel_button.show()
+        self.cancel_button.setEnabled(True)
+        self._status(f"Pulling {name}…")
+        self.ctx.jobs.start(worker, group="models-pull")
+
+    def cancel_pull(self) -> None:
+        if self.pull_worker is not None and not self.pull_worker.is_done:
+            self.cancel_button.setEnabled(False)
+            self._status("Cancelling…")
+            self.pull_worker.cancel()
+
+    def _pull_progress(self, fraction: float, text: str) -> None:
+        if fraction < 0:
+            self.pull_progress.setRange(0, 0)
+        else:
+            self.pull_progress.setRange(0, 1000)
+            self.pull_progress.setValue(int(fraction * 1000))
+        self._status(text)
+
+    def _pull_finished_ui(self) -> None:
+        self.pull_button.setEnabled(True)
+        self.pull_name.setEnabled(True)
+        self.pull_progress.hide()
+        self.cancel_button.hide()
+
+    def _pull_done(self, name: str) -> None:
+        self._pull_finished_ui()
+        self._status(f"Pulled {name}.")
+        self.ctx.status(f"Pulled {name}.")
+        self.ctx.bus.models_changed.emit()
+
+    def _pull_failed(self, name: str, exc: BaseException) -> None:
+        self._pull_finished_ui()
+        if isinstance(exc, Cancelled):
+            self._status(f"Pull of {name} cancelled; nothing was added.")
+        else:
+            self._status(self.ctx.show_error(exc))
+        self.refresh()
+
+    # --- delete ----------------------------------------------------------------------
+
+    def confirm(self, title: str, text: str) -> bool:
+        answer = QMessageBox.question(self, title, text,
+                                      QMessageBox.StandardButton.Yes
+                                      | QMessageBox.StandardButton.No,
+                                      QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def delete_selected(self) -> None:
+        entry = self.selected_entry()
+        if entry is None or entry.source not in ("ollama", "gguf"):
+            return
+        if entry.source == "ollama":
+            question = (f"Delete {entry.name} from Ollama at {self.host()}? Its files are "
+                        "removed; pulling it again downloads it again.")
+        else:
+            question = (f"Remove {entry.name} from Corral's list? The file {entry.path} stays "
+                        "where it is.")
+        if not self.confirm("Delete model", question):
+            return
+        worker = Worker(delete_job, entry.ref, self._settings())
+        worker.signals.finished.connect(self._deleted)
+        worker.signals.failed.connect(self.ctx.show_error)
+        self.ctx.jobs.start(worker, group="models-delete")
+
+    def _deleted(self, ref: str) -> None:
+        self.ctx.status(f"Deleted {ref}.")
+        self.detail.clear()
+        self.ctx.bus.models_changed.emit()
+
+    # --- import ----------------------------------------------------------------------
+
+    def choose_files(self) -> None:
+        files, _ = QFileDialog.getOpenFileNames(self, "Import GGUF files", str(Path.home()),
+                                                "GGUF models (*.gguf);;All files (*)")
+        if files:
+            self.import_paths(files)
+
+    def choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Import a folder of GGUF files",
+                                                  str(Path.home()))
+        if folder:
+            self.import_paths([folder])
+
+    def import_paths(self, paths: list[str]) -> Worker:
+        worker = Worker(import_job, list(paths))
+        worker.signals.progress.connect(
+            lambda f, t: self._status(f"Importing: {t} ({f * 100:.0f}%)"))
+        worker.signals.finished.connect(self._imported)
+        worker.signals.failed.connect(self.ctx.show_error)
+        self.ctx.jobs.start(worker, group="models-import")
+        return worker
+
+    def _imported(self, result: tuple[list[Any], list[Any]]) -> None:
+        imported, failures = result
+        lines = []
+        if imported:
+            lines.append("Imported " + ", ".join(m.name for m in imported) + ".")
+        lines += [f"Not imported: {Path(f.path).name}: {f.reason}." for f in failures]
+        self._status(" ".join(lines) or "Nothing to import.")
+        if failures:
+            self.ctx.show_error(lines[-1])
+        self.ctx.bus.models_changed.emit()
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 (Qt name)
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 (Qt name)
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            event.acceptProposedAction()
+            self.import_paths(paths)
+
+    def shutdown(self) -> None:
+        if self.pull_worker is not None and not self.pull_worker.is_done:
+            self.pull_worker.cancel()
