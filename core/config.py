@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from core.errors import SettingsError
 
@@ -127,7 +128,8 @@ class Settings:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Settings:
-        return _build(cls, raw, "")
+        settings: Settings = _build(cls, raw, "")
+        return settings
 
     # --- persistence ---------------------------------------------------------------
 

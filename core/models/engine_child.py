@@ -125,9 +125,8 @@ class _Child:
         return {"types": names}
 
     def op_probs(self, msg: dict[str, Any]) -> dict[str, Any]:
-        import numpy as np
-
         import llama_cpp
+        import numpy as np
 
         llm = self.llm
         llm.reset()

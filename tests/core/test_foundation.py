@@ -23,7 +23,7 @@ def _run(*code_or_args: str, module: bool = False) -> subprocess.CompletedProces
 
 
 def test_import_core_pulls_in_nothing_heavy() -> None:
-    code = "import sys, core, core.cli, core.config, core.errors; print([m for m in %r if m in sys.modules])" % (HEAVY,)
+    code = f"import sys, core, core.cli, core.config, core.errors; print([m for m in {HEAVY!r} if m in sys.modules])"
     out = _run(code)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
