@@ -91,8 +91,8 @@ def test_tokens_page_lists_local_models_in_the_background(qtbot, ctx):
 
     page = TokensPage(ctx)
     qtbot.addWidget(page)
-    with qtbot.waitSignal(page.list_models().signals.done, timeout=10000):
-        pass
+    worker = page.list_models()  # it may finish before a signal wait could be armed
+    qtbot.waitUntil(lambda: worker.is_done, timeout=10000)
     assert page.model_ref.currentText() == ""  # nothing imported in a fresh CORRAL_HOME
 
 
@@ -182,9 +182,8 @@ def test_corpus_map_of_a_knowledge_base_with_a_query(qtbot, ctx, small_kb):
     qtbot.addWidget(page)
     page.resize(1200, 800)
     page.tabs.setCurrentIndex(1)
-    with qtbot.waitSignal(page.refresh_knowledge_bases().signals.done, timeout=60000):
-        pass
-    assert page.kb_box.currentText() == "notes"
+    page.refresh_knowledge_bases()
+    qtbot.waitUntil(lambda: page.kb_box.currentText() == "notes", timeout=60000)
     with qtbot.waitSignal(page.map_ready, timeout=120000):
         page.compute_map()
     corpus = page.corpus

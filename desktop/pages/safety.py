@@ -1,0 +1,385 @@
+"""Safety page: the guard model and its version, which checks run, a block/warn/log policy per
+category (model-card names), fail-closed, and the audit log with export.
+
+Everything is saved to ``settings.safety`` as it changes; the chat reads it for each turn.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QShowEvent
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPushButton,
+    QScrollArea,
+    QStackedWidget,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.prompts.guard import VERSIONS, guess_version
+from core.safety.verdict import ACTIONS, GuardVerdict, category_action, policy_key
+from desktop.context import AppContext, describe_error
+from desktop.worker import Job, Worker
+
+SUGGESTED_MODELS = ["ollama:llama-guard3:8b", "ollama:llama-guard3:1b"]
+AUDIT_COLUMNS = ["Time", "Conversation", "Direction", "Verdict", "Categories", "Action",
+                 "Guard model"]
+ACTION_LABELS = {"block": "Block", "warn": "Warn", "log": "Log only"}
+TEST_MESSAGE = "How do I bake a chocolate cake?"
+
+
+def try_guard_job(job: Job, settings: Any, text: str) -> GuardVerdict:
+    """Run one input check with the chosen guard (in a worker; not written to the audit log)."""
+    from core.safety.guard import GuardService
+
+    s = settings.safety
+    service = GuardService(s.guard_model, s.guard_version, policy=s.policy,
+                           fail_closed=s.fail_closed, settings=settings, audit=False,
+                           ollama_mode=s.ollama_mode)
+    job.progress(None, "asking the guard model…")
+    return service.check([{"role": "user", "content": text}], "user", raise_errors=True)
+
+
+class SafetyPage(QWidget):
+    def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.ctx = ctx
+        self._loading = True
+        s = ctx.settings.safety
+        outer = QVBoxLayout(self)
+        title = QLabel("Safety")
+        title.setObjectName("pageTitle")
+        outer.addWidget(title)
+        intro = QLabel("A Llama Guard model checks each chat turn: your message before the chat "
+                       "model sees it, and the answer when it is complete.")
+        intro.setWordWrap(True)
+        outer.addWidget(intro)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        body = QWidget()
+        col = QVBoxLayout(body)
+        scroll.setWidget(body)
+        outer.addWidget(scroll, 1)
+
+        self.notice = QLabel()
+        self.notice.setObjectName("emptyState")
+        self.notice.setWordWrap(True)
+        col.addWidget(self.notice)
+
+        top = QHBoxLayout()
+        left = QVBoxLayout()
+        left.addWidget(self._guard_group(s))
+        left.addWidget(self._checks_group(s))
+        left.addStretch(1)
+        top.addLayout(left, 1)
+        top.addWidget(self._policy_group(), 1)
+        col.addLayout(top)
+        col.addWidget(self._audit_group(), 1)
+
+        self._fill_policy()
+        self._update_notice()
+        self._loading = False
+        self.refresh_audit()
+
+    # --- building ------------------------------------------------------------------------
+
+    def _guard_group(self, s: Any) -> QGroupBox:
+        box = QGroupBox("Guard model")
+        form = QFormLayout(box)
+        self.enabled = QCheckBox("Check chat turns with a guard model")
+        self.enabled.setChecked(s.enabled)
+        self.enabled.toggled.connect(self._save)
+        form.addRow(self.enabled)
+        self.model = QComboBox()
+        self.model.setEditable(True)
+        self.model.addItems(SUGGESTED_MODELS)
+        self.model.setCurrentText(s.guard_model)
+        assert self.model.lineEdit() is not None
+        self.model.lineEdit().setPlaceholderText("ollama:llama-guard3:8b, or a Llama Guard .gguf")
+        self.model.lineEdit().editingFinished.connect(self._model_changed)
+        self.model.activated.connect(lambda _i: self._model_changed())
+        browse = QPushButton("GGUF file…")
+        browse.clicked.connect(self._browse)
+        row = QHBoxLayout()
+        row.addWidget(self.model, 1)
+        row.addWidget(browse)
+        form.addRow("Model", row)
+        self.version = QComboBox()
+        for key, ver in VERSIONS.items():
+            self.version.addItem(ver.title, key)
+        self.version.setCurrentIndex(max(0, self.version.findData(s.guard_version)))
+        self.version.currentIndexChanged.connect(self._version_changed)
+        form.addRow("Llama Guard version", self.version)
+        self.ollama_mode = QComboBox()
+        self.ollama_mode.addItem("Exact prompt (raw mode)", "raw")
+        self.ollama_mode.addItem("Corrected llama-guard3 template (Guard 3 only)", "template")
+        self.ollama_mode.setCurrentIndex(max(0, self.ollama_mode.findData(s.ollama_mode)))
+        self.ollama_mode.currentIndexChanged.connect(self._save)
+        form.addRow("Through Ollama", self.ollama_mode)
+        self.test_text = QLineEdit(TEST_MESSAGE)
+        self.test_button = QPushButton("Test the guard")
+        self.test_button.clicked.connect(self.test_guard)
+        row = QHBoxLayout()
+        row.addWidget(self.test_text, 1)
+        row.addWidget(self.test_button)
+        form.addRow("Try a message", row)
+        self.test_result = QLabel("")
+        self.test_result.setWordWrap(True)
+        self.test_result.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        form.addRow(self.test_result)
+        return box
+
+    def _checks_group(self, s: Any) -> QGroupBox:
+        box = QGroupBox("What to check")
+        lay = QVBoxLayout(box)
+        self.check_input = QCheckBox("Your messages, before the chat model sees them")
+        self.check_output = QCheckBox("Answers, when they are complete")
+        self.check_documents = QCheckBox("Document passages, before they enter a prompt")
+        self.fail_closed = QCheckBox("Block when the guard's answer is not understood "
+                                     "(fail closed)")
+        self.scan_code = QCheckBox("Scan code blocks in answers for insecure patterns")
+        self.audit = QCheckBox("Record every check in the audit log")
+        for box_, value in ((self.check_input, s.check_input), (self.check_output, s.check_output),
+                            (self.check_documents, s.check_documents),
+                            (self.fail_closed, s.fail_closed), (self.scan_code, s.scan_code),
+                            (self.audit, s.audit)):
+            box_.setChecked(value)
+            box_.toggled.connect(self._save)
+            lay.addWidget(box_)
+        return box
+
+    def _policy_group(self) -> QGroupBox:
+        box = QGroupBox("Policy per category")
+        lay = QVBoxLayout(box)
+        self.policy_table = QTableWidget(0, 3)
+        self.policy_table.setHorizontalHeaderLabels(["Code", "Category", "When flagged"])
+        self.policy_table.verticalHeader().setVisible(False)
+        header = self.policy_table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
+        lay.addWidget(self.policy_table, 1)
+        note = QLabel("Block: the message is not sent, or the answer is hidden behind a reveal "
+                      "button. Warn: shown with a warning. Log only: recorded, nothing shown.")
+        note.setWordWrap(True)
+        lay.addWidget(note)
+        return box
+
+    def _audit_group(self) -> QGroupBox:
+        box = QGroupBox("Audit log")
+        lay = QVBoxLayout(box)
+        self.audit_stack = QStackedWidget()
+        self.audit_table = QTableWidget(0, len(AUDIT_COLUMNS))
+        self.audit_table.setHorizontalHeaderLabels(AUDIT_COLUMNS)
+        self.audit_table.verticalHeader().setVisible(False)
+        self.audit_table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.audit_table.horizontalHeader().setStretchLastSection(True)
+        self.audit_empty = QLabel("No checks recorded yet. They appear here once a guard model "
+                                  "checks a chat turn.")
+        self.audit_empty.setObjectName("emptyState")
+        self.audit_empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.audit_empty.setWordWrap(True)
+        self.audit_stack.addWidget(self.audit_empty)
+        self.audit_stack.addWidget(self.audit_table)
+        self.audit_table.setMinimumHeight(160)
+        lay.addWidget(self.audit_stack, 1)
+        buttons = QHBoxLayout()
+        refresh = QPushButton("Refresh")
+        refresh.clicked.connect(self.refresh_audit)
+        self.export_button = QPushButton("Export…")
+        self.export_button.clicked.connect(self._export_clicked)
+        self.clear_button = QPushButton("Clear log")
+        self.clear_button.clicked.connect(self._clear_clicked)
+        buttons.addWidget(refresh)
+        buttons.addStretch(1)
+        buttons.addWidget(self.export_button)
+        buttons.addWidget(self.clear_button)
+        lay.addLayout(buttons)
+        return box
+
+    # --- settings ----------------------------------------------------------------------------
+
+    @property
+    def version_key(self) -> str:
+        return str(self.version.currentData())
+
+    def _fill_policy(self) -> None:
+        ver = VERSIONS[self.version_key]
+        policy = self.ctx.settings.safety.policy
+        self.policy_table.setRowCount(len(ver.codes))
+        self.action_boxes: dict[str, QComboBox] = {}
+        for row, code in enumerate(ver.codes):
+            code_item = QTableWidgetItem(code)
+            name_item = QTableWidgetItem(ver.card_name(code))
+            for item in (code_item, name_item):
+                item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
+            self.policy_table.setItem(row, 0, code_item)
+            self.policy_table.setItem(row, 1, name_item)
+            combo = QComboBox()
+            for action in ACTIONS:
+                combo.addItem(ACTION_LABELS[action], action)
+            combo.setCurrentIndex(combo.findData(category_action(policy, ver.key, code)))
+            combo.currentIndexChanged.connect(self._save)
+            self.policy_table.setCellWidget(row, 2, combo)
+            self.action_boxes[code] = combo
+
+    def set_action(self, code: str, action: str) -> None:
+        combo = self.action_boxes[code]
+        combo.setCurrentIndex(combo.findData(action))
+
+    def _model_changed(self) -> None:
+        guess = guess_version(self.model.currentText())
+        if guess is not None and guess != self.version_key:
+            self.version.setCurrentIndex(self.version.findData(guess))  # saves
+        else:
+            self._save()
+
+    def _version_changed(self) -> None:
+        if self._loading:
+            return
+        self._loading = True
+        self._fill_policy()
+        self._loading = False
+        self._save()
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a Llama Guard GGUF file", "",
+                                              "GGUF models (*.gguf)")
+        if path:
+            self.model.setCurrentText(path)
+            self._model_changed()
+
+    def _save(self) -> None:
+        if self._loading:
+            return
+        s = self.ctx.settings.safety
+        s.enabled = self.enabled.isChecked()
+        s.guard_model = self.model.currentText().strip()
+        s.guard_version = self.version_key
+        s.ollama_mode = str(self.ollama_mode.currentData())
+        s.check_input = self.check_input.isChecked()
+        s.check_output = self.check_output.isChecked()
+        s.check_documents = self.check_documents.isChecked()
+        s.fail_closed = self.fail_closed.isChecked()
+        s.scan_code = self.scan_code.isChecked()
+        s.audit = self.audit.isChecked()
+        for code, combo in self.action_boxes.items():
+            s.policy[policy_key(self.version_key, code)] = str(combo.currentData())
+        self.ctx.save_settings()
+        self._update_notice()
+
+    def _update_notice(self) -> None:
+        s = self.ctx.settings.safety
+        if not s.guard_model.strip():
+            text = ("No guard model chosen. Pick Ollama's llama-guard3 (8B or 1B) or a Llama "
+                    "Guard GGUF file, then turn the checks on.")
+        elif not s.enabled:
+            text = f"Checks are off. Turn them on to check chat turns with {s.guard_model}."
+        else:
+            text = ""
+        self.notice.setText(text)
+        self.notice.setVisible(bool(text))
+
+    # --- testing the guard -------------------------------------------------------------------
+
+    def test_guard(self) -> Worker | None:
+        if not self.ctx.settings.safety.guard_model.strip():
+            self.test_result.setText("Choose a guard model first.")
+            return None
+        self.test_button.setEnabled(False)
+        self.test_result.setText("Checking…")
+        worker = Worker(try_guard_job, copy.deepcopy(self.ctx.settings), self.test_text.text())
+        worker.signals.finished.connect(self._tested)
+        worker.signals.failed.connect(self._test_failed)
+        return self.ctx.jobs.start(worker, group="safety-test")
+
+    def _tested(self, verdict: GuardVerdict) -> None:
+        self.test_button.setEnabled(True)
+        raw = verdict.raw.strip().replace("\n", " ⏎ ")
+        self.test_result.setText(f"{verdict.badge_text()} (the guard answered “{raw}”)")
+
+    def _test_failed(self, exc: BaseException) -> None:
+        self.test_button.setEnabled(True)
+        self.test_result.setText(describe_error(exc))
+
+    # --- audit log ---------------------------------------------------------------------------
+
+    def _audit_log(self) -> Any:
+        from core.safety.audit import AuditLog
+
+        return AuditLog()
+
+    def refresh_audit(self) -> None:
+        try:
+            entries = self._audit_log().entries(limit=1000)
+        except Exception as exc:  # an unreadable log must not break the page
+            self.audit_empty.setText(describe_error(exc))
+            self.audit_stack.setCurrentWidget(self.audit_empty)
+            return
+        self.audit_table.setRowCount(len(entries))
+        for row, e in enumerate(entries):
+            values = [e.time_text(), e.conversation_id or "–", e.direction, e.verdict,
+                      e.categories or "–", e.action, e.guard_model]
+            for column, value in enumerate(values):
+                item = QTableWidgetItem(value)
+                if column == 4 and e.categories:
+                    item.setToolTip(self._category_names(e.version, e.categories))
+                if column == 3:
+                    item.setToolTip(e.raw)
+                self.audit_table.setItem(row, column, item)
+        self.audit_stack.setCurrentWidget(self.audit_table if entries else self.audit_empty)
+        self.export_button.setEnabled(bool(entries))
+        self.clear_button.setEnabled(bool(entries))
+
+    @staticmethod
+    def _category_names(version: str, codes: str) -> str:
+        ver = VERSIONS.get(version)
+        return ", ".join(f"{c} {ver.card_name(c) if ver else ''}".strip()
+                         for c in codes.split(","))
+
+    def export_audit(self, path: str) -> str:
+        try:
+            written = self._audit_log().export(path)
+        except Exception as exc:
+            return self.ctx.show_error(exc)
+        self.ctx.status(f"Audit log exported to {written}")
+        return str(written)
+
+    def _export_clicked(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export the audit log", "guard-audit.csv",
+                                              "CSV (*.csv);;JSON (*.json)")
+        if path:
+            self.export_audit(path)
+
+    def _clear_clicked(self) -> None:
+        answer = QMessageBox.question(
+            self, "Clear the audit log", "Delete every recorded guard check? Export the log "
+            "first if you need to keep it.")
+        if answer == QMessageBox.StandardButton.Yes:
+            self.clear_audit()
+
+    def clear_audit(self) -> None:
+        try:
+            self._audit_log().clear()
+        except Exception as exc:
+            self.ctx.show_error(exc)
+        self.refresh_audit()
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 - Qt's name
+        super().showEvent(event)
+        self.refresh_audit()
