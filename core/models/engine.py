@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -147,7 +147,7 @@ class EngineClient:
         except (BrokenPipeError, OSError):
             raise self._crashed() from None
 
-    def _ensure(self) -> None:
+    def _ensure(self, progress: Callable[[float], None] | None = None) -> None:
         """Start the child and load the model if either is missing."""
         if self._proc is not None and self._proc.poll() is None and self.info is not None:
             return
@@ -157,12 +157,16 @@ class EngineClient:
             gguf_check.check_loadable(self.model_path)  # before a child is even started
             self._proc = None
             self._start()
-        self.info = self._load()
+        self.info = self._load(progress)
 
-    def _load(self) -> dict[str, Any]:
+    def _load(self, progress: Callable[[float], None] | None) -> dict[str, Any]:
         self._send({"op": "load", "path": self.model_path, **self.options})
         try:
             reply = self._read()
+            while "progress" in reply:
+                if progress is not None:
+                    progress(float(reply["progress"]))
+                reply = self._read()
         except EngineCrashed as exc:
             raise ModelFileDamaged(self.model_path, f"llama.cpp could not load it ({exc.reason})") from exc
         if not reply.get("ok"):
@@ -180,9 +184,10 @@ class EngineClient:
 
     # --- API -----------------------------------------------------------------------
 
-    def load(self) -> dict[str, Any]:
+    def load(self, progress: Callable[[float], None] | None = None) -> dict[str, Any]:
+        """Load the model (if needed); ``progress`` gets llama.cpp's load fraction."""
         with self._lock:
-            self._ensure()
+            self._ensure(progress)
             assert self.info is not None
             return self.info
 

@@ -9,12 +9,14 @@ the parent (core.models.engine) turns that into EngineCrashed and starts a fresh
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import queue
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 _ATTR_NAMES = {
@@ -73,17 +75,18 @@ class _Child:
         from llama_cpp import Llama
 
         self.llm = None
-        self.llm = Llama(
-            model_path=msg["path"],
-            n_ctx=int(msg.get("n_ctx", 2048)),
-            n_threads=int(msg.get("n_threads", 1)),
-            n_threads_batch=int(msg.get("n_threads", 1)),
-            n_gpu_layers=int(msg.get("n_gpu_layers", 0)),
-            embedding=bool(msg.get("embedding", False)),
-            vocab_only=bool(msg.get("vocab_only", False)),
-            seed=int(msg.get("seed", 0xFFFFFFFF)),
-            verbose=False,
-        )
+        with self._load_progress():
+            self.llm = Llama(
+                model_path=msg["path"],
+                n_ctx=int(msg.get("n_ctx", 2048)),
+                n_threads=int(msg.get("n_threads", 1)),
+                n_threads_batch=int(msg.get("n_threads", 1)),
+                n_gpu_layers=int(msg.get("n_gpu_layers", 0)),
+                embedding=bool(msg.get("embedding", False)),
+                vocab_only=bool(msg.get("vocab_only", False)),
+                seed=int(msg.get("seed", 0xFFFFFFFF)),
+                verbose=False,
+            )
         llm = self.llm
         meta = {str(k): str(v) for k, v in (llm.metadata or {}).items()}
         add_bos = meta.get("tokenizer.ggml.add_bos_token", "true").lower() != "false"
@@ -97,6 +100,33 @@ class _Child:
             "metadata": meta,
             "chat_template": meta.get("tokenizer.chat_template"),
         }
+
+    @contextlib.contextmanager
+    def _load_progress(self) -> Iterator[None]:
+        """Report llama.cpp's own load progress as {"progress": fraction} lines."""
+        import llama_cpp.llama_cpp as lib
+
+        last = [-1.0]
+
+        def report(fraction: float, _user: Any) -> bool:
+            if fraction - last[0] >= 0.05 or fraction >= 1.0:
+                last[0] = fraction
+                self.send({"progress": round(float(fraction), 3)})
+            return True
+
+        callback = lib.llama_progress_callback(report)
+        original = lib.llama_model_default_params
+
+        def with_progress() -> Any:
+            params = original()
+            params.progress_callback = callback
+            return params
+
+        lib.llama_model_default_params = with_progress
+        try:
+            yield
+        finally:
+            lib.llama_model_default_params = original
 
     def op_tokenize(self, msg: dict[str, Any]) -> dict[str, Any]:
         ids = self.llm.tokenize(

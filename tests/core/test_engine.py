@@ -21,7 +21,9 @@ def engine(tiny_gguf: Path):
 
 
 def test_load_reports_model_facts(engine: EngineClient) -> None:
-    info = engine.load()
+    seen: list[float] = []
+    info = engine.load(progress=seen.append)
+    assert seen and seen[-1] == 1.0 and seen == sorted(seen)
     assert info["n_vocab"] == len(build_vocab()[0])
     assert info["bos"] == 1 and info["eos"] == 2
     assert info["n_ctx_train"] == 256
