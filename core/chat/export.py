@@ -1,0 +1,68 @@
+"""Export a stored conversation to Markdown (for people) or JSON (for programs)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Any
+
+from core.chat.store import ChatMessage, HistoryStore
+
+
+def stats_line(msg: ChatMessage) -> str:
+    """'42 tokens · 31.5 tokens/s · first token 0.12 s · model · format' (what is known)."""
+    parts: list[str] = []
+    if msg.completion_tokens:
+        parts.append(f"{msg.completion_tokens} tokens")
+    if msg.tokens_per_s:
+        parts.append(f"{msg.tokens_per_s:.1f} tokens/s")
+    if msg.first_token_s is not None:
+        parts.append(f"first token {msg.first_token_s:.2f} s")
+    if msg.model:
+        parts.append(msg.model)
+    if msg.format:
+        parts.append(msg.format)
+    if msg.finish_reason == "cancelled":
+        parts.append("stopped")
+    if msg.interrupted:
+        parts.append("interrupted")
+    return " · ".join(parts)
+
+
+def to_dict(store: HistoryStore, cid: int) -> dict[str, Any]:
+    conv = store.conversation(cid)
+    return {
+        "conversation": conv.to_dict(),
+        "messages": [m.to_dict() for m in store.messages(cid)],
+    }
+
+
+def to_json(store: HistoryStore, cid: int) -> str:
+    return json.dumps(to_dict(store, cid), ensure_ascii=False, indent=2)
+
+
+def to_markdown(store: HistoryStore, cid: int) -> str:
+    conv = store.conversation(cid)
+    when = datetime.datetime.fromtimestamp(conv.created).strftime("%Y-%m-%d %H:%M")
+    lines = [f"# {conv.title or 'Conversation'}", ""]
+    lines.append(f"*{when} · model `{conv.model or '?'}` · format `{conv.format or '?'}`*")
+    lines.append("")
+    if conv.system.strip():
+        lines += ["**System**", "", conv.system.strip(), ""]
+    for msg in store.messages(cid):
+        who = {"user": "You", "assistant": "Assistant"}.get(msg.role, msg.role.title())
+        lines += [f"## {who}", "", msg.content.rstrip() or "*(empty)*", ""]
+        if msg.role == "assistant":
+            line = stats_line(msg)
+            if line:
+                lines += [f"<sub>{line}</sub>", ""]
+        if msg.verdict:
+            v = msg.verdict
+            cats = ", ".join(str(c) for c in v.get("categories") or [])
+            lines += [f"> Safety: {v.get('verdict', '?')}" + (f" ({cats})" if cats else ""), ""]
+        for c in msg.citations or []:
+            page = f", page {c['page']}" if c.get("page") not in (None, "") else ""
+            lines.append(f"[{c.get('n')}] {c.get('source')}{page}")
+        if msg.citations:
+            lines.append("")
+    return "\n".join(lines).rstrip() + "\n"

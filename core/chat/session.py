@@ -1,0 +1,292 @@
+"""One conversation with one model: send, regenerate, edit-and-resend, stop.
+
+Each turn is a generator of ``ChatEvent``s (started, delta, verdict, blocked, finished) that a
+CLI prints or a GUI worker forwards. The history store is written as the turn runs: the user
+message first, then the answer row when streaming starts, updated with partial text every
+half second, so a crash loses at most that half second and a dead backend leaves the partial
+answer marked interrupted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.chat.backends import ChatBackend, PreparedPrompt
+from core.chat.hooks import Guard, Retrieval, citation, grounded_question
+from core.chat.params import GenerationParams
+from core.chat.store import ChatMessage, Conversation, HistoryStore
+from core.errors import ContextOverflow, CorralError, PromptFormatError
+from core.prompts.base import Message, TagPolicy
+
+SAVE_EVERY_S = 0.5
+
+
+@dataclass
+class ChatEvent:
+    kind: str  #: started | delta | verdict | blocked | finished
+    text: str = ""
+    message: ChatMessage | None = None
+    user_message: ChatMessage | None = None
+    prompt: PreparedPrompt | None = None
+    verdict: dict[str, Any] | None = None
+    direction: str = ""  #: verdict events: 'input' or 'output'
+    completion_tokens: int = 0
+    dropped_turns: int = 0
+    citations: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class ContextCheck:
+    prompt_tokens: int | None
+    max_tokens: int
+    context_length: int | None
+
+    @property
+    def fits(self) -> bool:
+        if self.prompt_tokens is None or not self.context_length:
+            return True
+        return self.prompt_tokens + self.max_tokens <= self.context_length
+
+
+class ChatSession:
+    """A conversation bound to a backend, a prompt format and generation parameters."""
+
+    def __init__(
+        self,
+        backend: ChatBackend,
+        *,
+        store: HistoryStore,
+        conversation: Conversation | None = None,
+        model_ref: str = "",
+        fmt: str = "auto",
+        system: str = "",
+        params: GenerationParams | None = None,
+        tags: TagPolicy = "refuse",
+        guard: Guard | None = None,
+        retrieval: Retrieval | None = None,
+        kb: str = "",
+    ) -> None:
+        self.backend = backend
+        self.store = store
+        self.conversation = conversation
+        self.model_ref = model_ref
+        self.requested_format = fmt or "auto"
+        self.system = system
+        self.params = (params or GenerationParams()).validate()
+        self.tags: TagPolicy = tags
+        self.guard = guard
+        self.retrieval = retrieval
+        self.kb = kb
+        self._format: str | None = None
+
+    # --- what goes into the prompt ---------------------------------------------------
+
+    @property
+    def format(self) -> str:
+        if self._format is None:
+            from core.prompts.formats import normalise_format
+
+            if self.requested_format == "auto":
+                self._format = self.backend.info().format
+            else:
+                self._format = normalise_format(self.requested_format)
+        return self._format
+
+    def history(self) -> list[ChatMessage]:
+        return self.store.messages(self.conversation.id) if self.conversation else []
+
+    def prompt_messages(self, history: Sequence[ChatMessage], question: str | None = None
+                        ) -> list[Message]:
+        """System + answered turns (+ the new question): blocked or unanswered turns are left
+        out so the roles alternate."""
+        out: list[Message] = [Message("system", self.system)] if self.system.strip() else []
+        pending: ChatMessage | None = None
+        for msg in history:
+            if msg.role == "user":
+                pending = msg
+            elif msg.role == "assistant" and pending is not None:
+                blocked = (msg.verdict or {}).get("action") == "block"
+                if msg.content.strip() and not blocked:
+                    out += [Message("user", pending.content), Message("assistant", msg.content)]
+                pending = None
+        if question is not None:
+            out.append(Message("user", question))
+        elif pending is not None:
+            out.append(Message("user", pending.content))
+        return out
+
+    def check_context(self, messages: Sequence[Message]) -> ContextCheck:
+        count = self.backend.count(messages, self.format, self.tags)
+        length = self.params.context_length or self.backend.info().context_length
+        return ContextCheck(count, self.params.max_tokens, length)
+
+    def fit_context(self, messages: list[Message], drop_oldest: bool) -> tuple[list[Message], int]:
+        check = self.check_context(messages)
+        dropped = 0
+        while not check.fits:
+            first = 1 if messages and messages[0].role == "system" else 0
+            if not drop_oldest or len(messages) - first < 3:
+                raise ContextOverflow(
+                    f"the conversation needs {check.prompt_tokens} tokens plus up to "
+                    f"{check.max_tokens} for the answer, but the model's context holds "
+                    f"{check.context_length}",
+                    needed=(check.prompt_tokens or 0) + check.max_tokens,
+                    available=check.context_length or 0,
+                )
+            del messages[first : first + 2]
+            dropped += 1
+            check = self.check_context(messages)
+        return messages, dropped
+
+    # --- turns -----------------------------------------------------------------------
+
+    def send(self, text: str, *, drop_oldest: bool = False) -> Iterator[ChatEvent]:
+        if not text.strip():
+            raise PromptFormatError("the message is empty: type something to send")
+        history = self.history()
+        return self._turn(history, text, drop_oldest=drop_oldest)
+
+    def regenerate(self, *, drop_oldest: bool = False) -> Iterator[ChatEvent]:
+        """Answer the last user message again (also Retry for an interrupted answer)."""
+        history = self.history()
+        cut: int | None = None
+        while history and history[-1].role == "assistant":
+            cut = history.pop().position
+        if not history:
+            raise PromptFormatError("there is no message to answer yet")
+        return self._turn(history, None, drop_oldest=drop_oldest, truncate_at=cut)
+
+    def edit_and_resend(self, message_id: int, text: str, *, drop_oldest: bool = False
+                        ) -> Iterator[ChatEvent]:
+        if not text.strip():
+            raise PromptFormatError("the message is empty: type something to send")
+        msg = self.store.message(message_id)
+        if self.conversation is None or msg.conversation_id != self.conversation.id:
+            raise CorralError("that message belongs to another conversation")
+        if msg.role != "user":
+            raise PromptFormatError("only your own messages can be edited and sent again")
+        history = [m for m in self.history() if m.position < msg.position]
+        return self._turn(history, text, drop_oldest=drop_oldest, truncate_at=msg.position)
+
+    def cancel(self) -> None:
+        """Stop the running answer at once; it keeps the text that came."""
+        self.backend.cancel()
+
+    def _ensure_conversation(self, title: str) -> Conversation:
+        if self.conversation is None:
+            self.conversation = self.store.create_conversation(
+                title=" ".join(title.split())[:60], model=self.model_ref, format=self.format,
+                system=self.system, params=self.params.to_dict(), kb=self.kb)
+        else:
+            self.conversation = self.store.update_conversation(
+                self.conversation.id, model=self.model_ref, format=self.format,
+                system=self.system, params=self.params.to_dict(), kb=self.kb)
+        return self.conversation
+
+    def _turn(self, history: list[ChatMessage], question: str | None, *, drop_oldest: bool,
+              truncate_at: int | None = None) -> Iterator[ChatEvent]:
+        # Everything that can fail cheaply fails before anything is stored or sent.
+        asked = question if question is not None else self._pending_question(history)
+        hits: Sequence[Any] = self.retrieval(asked) if self.retrieval is not None else []
+        cites = [citation(h, i) for i, h in enumerate(hits, 1)]
+        sent_question = grounded_question(asked, hits) if hits else asked
+        messages = self.prompt_messages(history, None if question is None else question)
+        messages[-1] = Message("user", sent_question)
+        messages, dropped = self.fit_context(messages, drop_oldest)
+        prompt = self.backend.prepare(messages, self.format, self.tags)
+        return self._run(history, question, asked, prompt, dropped, cites, truncate_at)
+
+    def _pending_question(self, history: list[ChatMessage]) -> str:
+        if not history or history[-1].role != "user":
+            raise PromptFormatError("there is no message to answer yet")
+        return history[-1].content
+
+    def _run(self, history: list[ChatMessage], question: str | None, asked: str,
+             prompt: PreparedPrompt, dropped: int, cites: list[dict[str, Any]],
+             truncate_at: int | None) -> Iterator[ChatEvent]:
+        conv = self._ensure_conversation(asked)
+        if truncate_at is not None:
+            self.store.delete_messages_from(conv.id, truncate_at)
+        if question is not None:
+            user = self.store.add_message(conv.id, "user", question)
+        else:
+            user = history[-1]
+        yield ChatEvent("started", user_message=user, prompt=prompt, dropped_turns=dropped,
+                        citations=cites)
+        plain = [m.to_dict() for m in self.prompt_messages(history if question is None else
+                                                           [*history, user])
+                 if m.role != "system"]
+        checked = self.guard.check_input(plain) if self.guard is not None else None
+        if checked is not None:
+            verdict = checked.to_dict()
+            self.store.update_message(user.id, verdict=verdict)
+            yield ChatEvent("verdict", message=self.store.message(user.id), verdict=verdict,
+                            direction="input")
+            if verdict.get("action") == "block":
+                yield ChatEvent("blocked", message=self.store.message(user.id), verdict=verdict)
+                return
+        answer = self.store.add_message(
+            conv.id, "assistant", "", model=self.model_ref, format=self.format,
+            params=self.params.to_dict(), streaming=1, citations=cites or None)
+        yield from self._stream(answer, prompt, plain)
+
+    def _stream(self, answer: ChatMessage, prompt: PreparedPrompt, plain: list[dict[str, str]]
+                ) -> Iterator[ChatEvent]:
+        parts: list[str] = []
+        last_save = time.monotonic()
+        finished = False
+        try:
+            for ev in self.backend.stream(prompt, self.params):
+                if ev.text:
+                    parts.append(ev.text)
+                    yield ChatEvent("delta", text=ev.text, message=answer,
+                                    completion_tokens=ev.completion_tokens or 0)
+                    now = time.monotonic()
+                    if now - last_save >= SAVE_EVERY_S:
+                        self.store.update_message(answer.id, content="".join(parts))
+                        last_save = now
+                if ev.done:
+                    finished = True
+                    reason = ev.finish_reason or "stop"
+                    self.store.update_message(
+                        answer.id, content="".join(parts), streaming=0,
+                        finish_reason=reason, prompt_tokens=ev.prompt_tokens or prompt.token_count,
+                        completion_tokens=ev.completion_tokens, first_token_s=ev.first_token_s,
+                        total_s=ev.total_s, tokens_per_s=ev.tokens_per_s)
+                    break
+        except BaseException as exc:
+            error = exc.sentence() if isinstance(exc, CorralError) else (
+                "the answer was abandoned" if isinstance(exc, GeneratorExit)
+                else f"{type(exc).__name__}: {exc}")
+            self.store.update_message(answer.id, content="".join(parts), streaming=0,
+                                      interrupted=1, error=error, finish_reason="interrupted")
+            raise
+        if not finished:
+            self.store.update_message(answer.id, content="".join(parts), streaming=0,
+                                      interrupted=1, finish_reason="interrupted",
+                                      error="the backend stopped without finishing the answer")
+        final = self.store.message(answer.id)
+        checked = (self.guard.check_output([*plain, {"role": "assistant", "content": final.content}])
+                   if self.guard is not None and final.content.strip() else None)
+        if checked is not None:
+            verdict = checked.to_dict()
+            self.store.update_message(answer.id, verdict=verdict)
+            final = self.store.message(answer.id)
+            yield ChatEvent("verdict", message=final, verdict=verdict, direction="output")
+        yield ChatEvent("finished", message=final)
+
+
+def open_session(backend: ChatBackend, store: HistoryStore, conversation_id: int,
+                 **kwargs: Any) -> ChatSession:
+    """A session continuing a stored conversation with its stored settings."""
+    conv = store.conversation(conversation_id)
+    params = GenerationParams.from_dict(conv.params)
+    kwargs.setdefault("fmt", conv.format or "auto")
+    kwargs.setdefault("system", conv.system)
+    kwargs.setdefault("params", params)
+    kwargs.setdefault("model_ref", conv.model)
+    kwargs.setdefault("kb", conv.kb)
+    return ChatSession(backend, store=store, conversation=conv, **kwargs)

@@ -1,0 +1,553 @@
+"""The Chat page: pick a model and a prompt format, talk, stop, regenerate, edit and resend,
+inspect the exact prompt, watch the context fill, browse and export past conversations.
+
+Model loads, prompt building, generation, guard checks and retrieval all run in workers;
+streamed text arrives in batches of ~30 ms and is appended, never re-rendered, while it streams.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QMessageBox,
+    QPlainTextEdit,
+    QPushButton,
+    QSplitter,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.chat.params import GenerationParams
+from core.chat.store import HistoryStore
+from core.errors import ContextOverflow
+from desktop.chat_panels import ContextMeter, ConversationList, ParamsForm, PromptInspector
+from desktop.chat_view import TranscriptView
+from desktop.worker import Worker
+
+BATCH_S = 0.03
+FORMAT_CHOICES = [("Auto (from the model)", "auto"), ("Llama 2 / Code Llama", "llama2"),
+                  ("Code Llama 70B", "codellama70b"), ("Model's own template", "model")]
+
+
+def _stream_turn(job: Any, make_events: Any) -> int | None:
+    """Worker body: run one turn, forwarding events; text deltas batched by time."""
+    events, session = make_events()
+    buf: list[str] = []
+    tokens = 0
+    last = time.monotonic()
+    for ev in events:
+        if job.cancelled:  # Stop: repeat until the backend is generating and hears it
+            session.cancel()
+        if ev.kind == "delta":
+            buf.append(ev.text)
+            tokens = ev.completion_tokens
+            now = time.monotonic()
+            if now - last >= BATCH_S:
+                job.partial(("delta", "".join(buf), tokens))
+                buf.clear()
+                last = now
+            continue
+        if buf:
+            job.partial(("delta", "".join(buf), tokens))
+            buf.clear()
+        job.partial(("event", ev, 0))
+    if buf:
+        job.partial(("delta", "".join(buf), tokens))
+    return session.conversation.id if session.conversation else None
+
+
+class ChatPage(QWidget):
+    def __init__(self, ctx: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.ctx = ctx
+        self.store = HistoryStore()
+        self.backend: Any = None
+        self.backend_ref = ""
+        self.backend_info: Any = None
+        self.conversation_id: int | None = None
+        self.editing_id: int | None = None
+        self.turn: Worker | None = None
+        self._guard: Any = None
+        self._build()
+        self._refresh_list()
+        self._show_conversation()
+        self.ctx.bus.open_chat.connect(self.open_model)
+        if ctx.settings.chat.default_model:
+            self.model_box.setEditText(ctx.settings.chat.default_model)
+            self.open_model(ctx.settings.chat.default_model)
+
+    # --- layout ------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        chat = self.ctx.settings.chat
+        self.conversations = ConversationList()
+        self.model_box = QComboBox()
+        self.model_box.setEditable(True)
+        self.model_box.setMinimumWidth(240)
+        self.model_box.lineEdit().setPlaceholderText("ollama:NAME, a .gguf path, or a model name")
+        self._fill_models()
+        self.format_box = QComboBox()
+        for label, key in FORMAT_CHOICES:
+            self.format_box.addItem(label, key)
+        idx = self.format_box.findData(chat.prompt_format if chat.prompt_format != "codellama"
+                                       else "llama2")
+        self.format_box.setCurrentIndex(max(idx, 0))
+        self.format_note = QLabel("")
+        self.format_note.setObjectName("emptyState")
+        self.params_button = QToolButton()
+        self.params_button.setText("Parameters")
+        self.params_button.setCheckable(True)
+        self.params_form = ParamsForm(GenerationParams.from_settings(chat))
+        self.params_form.setVisible(False)
+        self.params_button.toggled.connect(self.params_form.setVisible)
+        self.use_docs = QCheckBox("Use documents")
+        self.kb_box = QComboBox()
+        self.kb_box.setEnabled(False)
+        self.use_docs.toggled.connect(self._docs_toggled)
+        self.inspect_button = QToolButton()
+        self.inspect_button.setText("Inspect prompt")
+        self.inspect_button.setCheckable(True)
+        top = QHBoxLayout()
+        for w in (QLabel("Model"), self.model_box, QLabel("Format"), self.format_box,
+                  self.params_button, self.use_docs, self.kb_box, self.inspect_button):
+            top.addWidget(w)
+        top.addStretch(1)
+        self.system_edit = QPlainTextEdit(chat.system_prompt)
+        self.system_edit.setPlaceholderText("System prompt (optional)")
+        self.system_edit.setMaximumHeight(48)
+        self.meter = ContextMeter()
+        self.transcript = TranscriptView()
+        self.transcript.action.connect(self._on_action)
+        self.transcript.scan_code = bool(self.ctx.settings.safety.scan_code)
+        self.edit_note = QLabel("")
+        self.edit_note.setVisible(False)
+        self.input = QPlainTextEdit()
+        self.input.setPlaceholderText("Message (Ctrl+Enter to send)")
+        self.input.setMaximumHeight(96)
+        self.send_button = QPushButton("Send")
+        self.send_button.setObjectName("primary")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setEnabled(False)
+        self.error = QLabel("")
+        self.error.setObjectName("errorText")
+        self.error.setWordWrap(True)
+        buttons = QVBoxLayout()
+        buttons.addWidget(self.send_button)
+        buttons.addWidget(self.stop_button)
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.input, 1)
+        bottom.addLayout(buttons)
+        center = QWidget()
+        col = QVBoxLayout(center)
+        col.addLayout(top)
+        col.addWidget(self.format_note)
+        col.addWidget(self.params_form)
+        col.addWidget(self.system_edit)
+        col.addWidget(self.meter)
+        col.addWidget(self.transcript, 1)
+        col.addWidget(self.error)
+        col.addWidget(self.edit_note)
+        col.addLayout(bottom)
+        self.inspector = PromptInspector()
+        self.inspector.setVisible(False)
+        self.inspector.send_to_tokens.connect(self.ctx.bus.send_to_tokens)
+        self.inspect_button.toggled.connect(self._toggle_inspector)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(self.conversations)
+        split.addWidget(center)
+        split.addWidget(self.inspector)
+        split.setSizes([200, 700, 320])
+        split.setStretchFactor(1, 1)
+        outer = QVBoxLayout(self)
+        outer.addWidget(split)
+        # wiring
+        self.send_button.clicked.connect(self.send)
+        self.stop_button.clicked.connect(self.stop)
+        QShortcut(QKeySequence("Ctrl+Return"), self.input, activated=self.send)
+        QShortcut(QKeySequence("Escape"), self.input, activated=self._cancel_edit)
+        self.model_box.lineEdit().editingFinished.connect(
+            lambda: self.open_model(self.model_box.currentText()))
+        self.model_box.activated.connect(lambda _i: self.open_model(self.model_box.currentText()))
+        self.format_box.currentIndexChanged.connect(lambda _i: self._refresh_prompt_views())
+        self.conversations.chosen.connect(self.load_conversation)
+        self.conversations.new_requested.connect(self.new_conversation)
+        self.conversations.rename_requested.connect(self._rename)
+        self.conversations.delete_requested.connect(self._delete)
+        self.conversations.export_requested.connect(self._export)
+        self.conversations.search.textChanged.connect(lambda _t: self._refresh_list())
+        self._debounce = QTimer(self)
+        self._debounce.setSingleShot(True)
+        self._debounce.setInterval(300)
+        self._debounce.timeout.connect(self._refresh_prompt_views)
+        self.input.textChanged.connect(self._debounce.start)
+        self.system_edit.textChanged.connect(self._debounce.start)
+
+    def _fill_models(self) -> None:
+        refs: list[str] = []
+        if self.ctx.settings.chat.default_model:
+            refs.append(self.ctx.settings.chat.default_model)
+        try:
+            from core.models import library
+
+            refs += [m.name for m in library.load()]
+        except Exception:  # the list is a convenience; typing a reference always works
+            pass
+        for ref in dict.fromkeys(refs):
+            self.model_box.addItem(ref)
+        self.model_box.setCurrentIndex(-1)
+
+    # --- model -------------------------------------------------------------------------
+
+    def open_model(self, ref: str) -> None:
+        ref = ref.strip()
+        if not ref or (ref == self.backend_ref and self.backend is not None):
+            return
+        if self.model_box.currentText() != ref:
+            self.model_box.setEditText(ref)
+        self.backend, self.backend_ref, self.backend_info = None, ref, None
+        self.format_note.setText(f"Opening {ref} …")
+        self.error.clear()
+        settings = self.ctx.settings
+
+        def load(job: Any) -> Any:
+            from core.chat.open import open_backend
+
+            backend = open_backend(ref, settings)
+            return backend, backend.info()
+
+        worker = Worker(load)
+        worker.signals.finished.connect(lambda res, r=ref: self._model_opened(r, res))
+        worker.signals.failed.connect(lambda exc, r=ref: self._model_failed(r, exc))
+        self.ctx.jobs.start(worker, group="chat-model")
+
+    def _model_opened(self, ref: str, result: Any) -> None:
+        if ref != self.backend_ref:
+            return
+        self.backend, self.backend_info = result
+        info = self.backend_info
+        self.format_note.setText(f"{info.name}: Auto picks {info.format} because "
+                                 f"{info.format_reason}.")
+        self._refresh_prompt_views()
+
+    def _model_failed(self, ref: str, exc: BaseException) -> None:
+        if ref == self.backend_ref:
+            self.format_note.setText("")
+            self.error.setText(self.ctx.show_error(exc))
+
+    def chosen_format(self) -> str:
+        key = str(self.format_box.currentData())
+        if key == "auto" and self.backend_info is not None:
+            return str(self.backend_info.format)
+        return key
+
+    # --- sessions ----------------------------------------------------------------------
+
+    def _session(self, guard: Any = None, retrieval: Any = None) -> Any:
+        from core.chat.session import ChatSession
+
+        conv = self.store.conversation(self.conversation_id) if self.conversation_id else None
+        kb = self.kb_box.currentText() if self.use_docs.isChecked() else ""
+        return ChatSession(
+            self.backend, store=self.store, conversation=conv, model_ref=self.backend_ref,
+            fmt=self.chosen_format(), system=self.system_edit.toPlainText(),
+            params=self.params_form.params(), tags=self.ctx.settings.chat.special_tags,
+            guard=guard, retrieval=retrieval, kb=kb)
+
+    def _hooks(self, settings: Any, kb: str) -> tuple[Any, Any]:
+        """Guard and retrieval for one turn; called in the worker (both may load models)."""
+        guard = None
+        if settings.safety.enabled and settings.safety.guard_model.strip():
+            if self._guard is None or self._guard.guard_model != settings.safety.guard_model:
+                from core.safety.guard import GuardService
+
+                self._guard = GuardService.from_settings(settings)
+            guard = self._guard
+        retrieval = None
+        if kb:
+            from core.chat.retrieval import open_retrieval
+
+            retrieval = open_retrieval(kb, settings)
+        return guard, retrieval
+
+    def send(self, *, drop_oldest: bool | None = None) -> None:
+        text = self.input.toPlainText()
+        if self.turn is not None:
+            return
+        if not text.strip():
+            self.error.setText("The message is empty: type something to send.")
+            return
+        if self.backend is None:
+            self.error.setText("Pick a model first (and wait until it is open)."
+                               if not self.backend_ref else f"{self.backend_ref} is still opening.")
+            return
+        editing = self.editing_id
+        self._start_turn(lambda s, d: (s.edit_and_resend(editing, text, drop_oldest=d)
+                                       if editing is not None else s.send(text, drop_oldest=d)),
+                         drop_oldest, clear_input=True)
+
+    def regenerate(self) -> None:
+        if self.backend is None or self.turn is not None:
+            return
+        self._start_turn(lambda s, d: s.regenerate(drop_oldest=d), None)
+
+    def _start_turn(self, action: Any, drop_oldest: bool | None, *, clear_input: bool = False
+                    ) -> None:
+        self.error.clear()
+        drop = self.ctx.settings.chat.drop_oldest if drop_oldest is None else drop_oldest
+        session = self._session()  # built here: it reads the widgets
+        settings, kb, hooks = self.ctx.settings, session.kb, self._hooks
+
+        def make_events() -> Any:
+            session.guard, session.retrieval = hooks(settings, kb)
+            return action(session, drop), session
+
+        worker = Worker(_stream_turn, make_events)
+        worker.on_cancel = session.cancel
+        worker.signals.partial.connect(self._on_partial)
+        worker.signals.finished.connect(self._turn_finished)
+        worker.signals.failed.connect(lambda exc: self._turn_failed(exc, action, clear_input))
+        worker.signals.done.connect(self._turn_done)
+        self.turn = worker
+        self._pending_clear = clear_input
+        self.send_button.setEnabled(False)
+        self.stop_button.setEnabled(True)
+        self.ctx.jobs.start(worker, group="chat-turn")
+
+    def stop(self) -> None:
+        if self.turn is not None:
+            self.turn.cancel()
+
+    def _on_partial(self, item: Any) -> None:
+        kind, payload, tokens = item
+        if kind == "delta":
+            self.transcript.append_stream(payload)
+            self.meter.set_answer(tokens)
+            return
+        ev = payload
+        if ev.kind == "started":
+            if self._pending_clear:
+                self.input.clear()
+                self._cancel_edit()
+            cid = ev.user_message.conversation_id if ev.user_message else self.conversation_id
+            if cid != self.conversation_id:
+                self.conversation_id = cid
+            self._show_conversation(upto_position=ev.user_message.position
+                                    if ev.user_message else None)
+            self.transcript.begin_stream(None)
+            if ev.dropped_turns:
+                self.ctx.status(f"Dropped the {ev.dropped_turns} oldest turn(s) to fit.")
+        elif ev.kind == "blocked":
+            self.error.setText("Your message was not sent: the safety guard blocked it.")
+
+    def _turn_finished(self, cid: int | None) -> None:
+        if cid is not None:
+            self.conversation_id = cid
+        self._show_conversation()
+        self._refresh_list()
+        self._refresh_prompt_views()
+
+    def _turn_failed(self, exc: BaseException, action: Any, clear_input: bool) -> None:
+        if isinstance(exc, ContextOverflow):
+            answer = QMessageBox.question(
+                self, "The conversation does not fit",
+                f"{exc.sentence()}\n\nDrop the oldest turns from the prompt and send anyway?")
+            if answer == QMessageBox.StandardButton.Yes:
+                QTimer.singleShot(0, lambda: self._start_turn(action, True,
+                                                              clear_input=clear_input))
+                return
+        self.error.setText(self.ctx.show_error(exc))
+        self._show_conversation()
+        self._refresh_list()
+
+    def _turn_done(self) -> None:
+        self.turn = None
+        self.send_button.setEnabled(True)
+        self.stop_button.setEnabled(False)
+
+    # --- conversations ------------------------------------------------------------------
+
+    def _refresh_list(self) -> None:
+        convs = self.store.conversations(search=self.conversations.search.text().strip())
+        self.conversations.set_conversations(convs, self.conversation_id)
+
+    def _show_conversation(self, upto_position: int | None = None) -> None:
+        msgs = self.store.messages(self.conversation_id) if self.conversation_id else []
+        if upto_position is not None:
+            msgs = [m for m in msgs if m.position <= upto_position]
+        empty = ("Pick a model above, then type a message below." if self.backend_ref == ""
+                 else "Type a message below to start.")
+        self.transcript.show_messages(msgs, empty_text=empty)
+
+    def load_conversation(self, cid: int) -> None:
+        if self.turn is not None:
+            return
+        conv = self.store.conversation(cid)
+        self.conversation_id = cid
+        self.system_edit.setPlainText(conv.system)
+        self.params_form.set_params(GenerationParams.from_dict(conv.params))
+        idx = self.format_box.findData(conv.format or "auto")
+        self.format_box.setCurrentIndex(max(idx, 0))
+        self._cancel_edit()
+        self._show_conversation()
+        if conv.model:
+            self.open_model(conv.model)
+        self._refresh_prompt_views()
+
+    def new_conversation(self) -> None:
+        if self.turn is not None:
+            return
+        self.conversation_id = None
+        self._cancel_edit()
+        self._refresh_list()
+        self._show_conversation()
+        self._refresh_prompt_views()
+
+    def _rename(self, cid: int) -> None:
+        title, ok = QInputDialog.getText(self, "Rename conversation", "Title",
+                                         text=self.store.conversation(cid).title)
+        if ok and title.strip():
+            self.store.rename(cid, title)
+            self._refresh_list()
+
+    def _delete(self, cid: int) -> None:
+        sure = QMessageBox.question(self, "Delete conversation",
+                                    "Delete this conversation and all its messages?")
+        if sure == QMessageBox.StandardButton.Yes:
+            self.store.delete_conversation(cid)
+            if cid == self.conversation_id:
+                self.conversation_id = None
+                self._show_conversation()
+            self._refresh_list()
+
+    def _export(self, cid: int, kind: str, path: str | None = None) -> None:
+        from core.chat.export import to_json, to_markdown
+        from core.config import atomic_write_text
+
+        suffix = ".md" if kind == "markdown" else ".json"
+        if path is None:
+            title = self.store.conversation(cid).title or "conversation"
+            safe = "".join(c if c.isalnum() or c in " -_" else "_" for c in title).strip()
+            path, _ = QFileDialog.getSaveFileName(self, "Export conversation",
+                                                  str(Path.home() / f"{safe}{suffix}"))
+        if path:
+            text = to_markdown(self.store, cid) if kind == "markdown" else to_json(self.store, cid)
+            atomic_write_text(Path(path), text)
+            self.ctx.status(f"Exported to {path}.")
+
+    # --- actions in the transcript ----------------------------------------------------
+
+    def _on_action(self, name: str, mid: int, index: int) -> None:
+        if name in ("regenerate", "retry"):
+            self.regenerate()
+        elif name == "edit":
+            msg = self.store.message(mid)
+            self.editing_id = mid
+            self.input.setPlainText(msg.content)
+            self.edit_note.setText("Editing an earlier message: Send replaces it and "
+                                   "everything after it (Esc cancels).")
+            self.edit_note.setVisible(True)
+            self.input.setFocus()
+        elif name == "reveal":
+            self.transcript.revealed.add(mid)
+            self._show_conversation()
+        elif name == "copy" and index < 0:
+            from PySide6.QtGui import QGuiApplication
+
+            QGuiApplication.clipboard().setText(self.store.message(mid).content)
+        elif name == "cite":
+            cite = next((c for c in self.store.message(mid).citations or []
+                         if c.get("n") == index), None)
+            if cite:
+                page = f", page {cite.get('page')}" if cite.get("page") not in (None, "") else ""
+                QMessageBox.information(self, f"[{index}] {cite.get('source')}{page}",
+                                        str(cite.get("text", "")))
+
+    def _cancel_edit(self) -> None:
+        self.editing_id = None
+        self.edit_note.setVisible(False)
+
+    def _docs_toggled(self, on: bool) -> None:
+        self.kb_box.setEnabled(on)
+        if on and self.kb_box.count() == 0:
+            settings = self.ctx.settings
+
+            def names(job: Any) -> list[str]:
+                from core.rag.knowledge_base import list_kbs
+
+                return [kb.name for kb in list_kbs(settings=settings)]
+
+            worker = Worker(names)
+            worker.signals.finished.connect(lambda ns: self.kb_box.addItems(list(ns)))
+            worker.signals.failed.connect(lambda exc: self.error.setText(self.ctx.show_error(exc)))
+            self.ctx.jobs.start(worker, group="chat-kbs")
+
+    # --- inspector and meter ------------------------------------------------------------
+
+    def _toggle_inspector(self, on: bool) -> None:
+        self.inspector.setVisible(on)
+        if on:
+            self._refresh_prompt_views()
+
+    def _refresh_prompt_views(self) -> None:
+        """Count tokens (meter) and build the exact prompt (inspector) in a worker."""
+        if self.backend is None or self.turn is not None:
+            return
+        session = self._session()
+        draft = self.input.toPlainText()
+        kind = self.backend_info.kind if self.backend_info else ""
+        want_prompt = self.inspector.isVisible()
+        upto = None
+        if self.editing_id is not None:
+            upto = self.store.message(self.editing_id).position
+
+        def work(job: Any) -> Any:
+            from core.prompts.base import Message
+
+            history = [m for m in session.history() if upto is None or m.position < upto]
+            msgs = session.prompt_messages(history, draft if draft.strip() else None)
+            system_msgs = [Message("system", session.system)] if session.system.strip() else []
+            length = session.params.context_length or session.backend.info().context_length
+            sys_count = hist_count = None
+            if system_msgs:
+                sys_count = session.backend.count([*system_msgs, Message("user", "")],
+                                                  session.format, "defuse")
+            if msgs and msgs[-1].role == "user":
+                hist_count = session.backend.count(msgs, session.format, "defuse")
+            prepared = None
+            problem = ""
+            if want_prompt and msgs and msgs[-1].role == "user":
+                try:
+                    prepared = session.backend.prepare(msgs, session.format, session.tags)
+                except Exception as exc:  # shown in the inspector, not as a failure
+                    from desktop.context import describe_error
+
+                    problem = describe_error(exc)
+            chars = sum(len(m.content) for m in msgs)
+            return sys_count, hist_count, length, prepared, problem, chars, kind
+
+        worker = Worker(work)
+        worker.signals.finished.connect(self._prompt_views_ready)
+        self.ctx.jobs.start(worker, group="chat-inspect")
+
+    def _prompt_views_ready(self, result: Any) -> None:
+        sys_count, hist_count, length, prepared, problem, chars, kind = result
+        exact = hist_count is not None
+        system = sys_count or 0
+        history = (hist_count - system) if hist_count is not None else chars // 4
+        self.meter.show_counts(system, max(history, 0), length, exact=exact)
+        if prepared is not None:
+            self.inspector.show_prompt(prepared, kind)
+        elif problem:
+            self.inspector.show_problem(problem)
