@@ -90,7 +90,10 @@ def run_subcommand(name: str, argv: list[str], *, debug: bool = False) -> int:
         return EXIT_UNAVAILABLE
     parser = argparse.ArgumentParser(prog=f"corral {name}", description=module.HELP)
     module.configure(parser)
-    sub_args = parser.parse_args(argv)
+    # Options may sit between positionals (`corral chat REF --seed 1 "hi"`); argparse can
+    # only parse that intermixed when the command has no sub-subcommands.
+    has_subparsers = any(isinstance(a, argparse._SubParsersAction) for a in parser._actions)
+    sub_args = parser.parse_args(argv) if has_subparsers else parser.parse_intermixed_args(argv)
     sub_args.debug = debug
     try:
         return int(module.run(sub_args) or 0)

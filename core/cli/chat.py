@@ -36,9 +36,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drop-oldest", action="store_true",
                         help="drop the oldest turns if the conversation overflows the context")
     add_json_flag(parser)
-    # Options may come after REF and before PROMPT (`corral chat REF --seed 1 "hi"`): plain
-    # parse_args would give PROMPT nothing at REF's position and then refuse "hi".
-    parser.parse_args = parser.parse_intermixed_args  # type: ignore[method-assign,assignment]
 
 
 def _params(args: argparse.Namespace, settings: Any) -> Any:
