@@ -13,6 +13,7 @@ from typing import Any
 
 from core.cli._common import ProgressBar, add_json_flag, print_json
 from core.errors import CorralError
+from core.units import human_size
 
 HELP = "list, inspect, pull, remove and import models"
 
@@ -49,17 +50,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 # --- helpers ---------------------------------------------------------------------------
-
-
-def human_size(n: int | None) -> str:
-    if not n:
-        return "-"
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} B"
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:

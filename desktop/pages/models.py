@@ -35,21 +35,11 @@ from PySide6.QtWidgets import (
 )
 
 from core.errors import Cancelled
+from core.units import human_size
 from desktop.context import AppContext, describe_error
 from desktop.worker import Job, Worker
 
 COLUMNS = ["Name", "Source", "Family", "Parameters", "Quantization", "Size", "Context", "Loaded"]
-
-
-def human_size(n: int | None) -> str:
-    if not n:
-        return "–"
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} B"
 
 
 # --- jobs (run in the thread pool; no widgets here) --------------------------------------------
@@ -221,7 +211,7 @@ class DetailPanel(QWidget):
                 ("Embedding length", s.get("embedding_length")), ("Layers", s.get("block_count")),
                 ("Attention heads", s.get("head_count")), ("KV heads", s.get("head_count_kv")),
                 ("Tokenizer", s.get("tokenizer_model")), ("Vocabulary", s.get("vocab_size")),
-                ("File size", human_size(s.get("file_size") or entry.file_size))]
+                ("File size", human_size(s.get("file_size") or entry.file_size, empty="–"))]
         for label, value in rows:
             if value not in (None, ""):
                 text = QLabel(str(value))
@@ -394,7 +384,7 @@ class ModelsPage(QWidget):
         self.table.setRowCount(len(self.entries))
         for row, m in enumerate(self.entries):
             values = [m.name, m.source_label, m.family or "–", m.parameter_size or "–",
-                      m.quantization or "–", human_size(m.file_size),
+                      m.quantization or "–", human_size(m.file_size, empty="–"),
                       str(m.context_length) if m.context_length else "–",
                       "● loaded" if m.loaded else ""]
             for col, value in enumerate(values):
