@@ -159,8 +159,13 @@ class EmbeddingsPage(QWidget):
         self.csv_button.clicked.connect(lambda: self.export_csv())
         self.png_button = QPushButton("Export PNG…")
         self.png_button.clicked.connect(lambda: self.export_png(self.heatmaps))
-        for w in (QLabel("Embedder"), self.embedder_a, self.compare, self.embedder_b,
-                  QLabel("Measure"), self.measure_box, QLabel("Order"), self.order):
+        # Two rows: what to embed with, then how to show it (one row overflows at 1280 px).
+        for w in (QLabel("Embedder"), self.embedder_a, self.compare, self.embedder_b):
+            row.addWidget(w)
+        row.addStretch(1)
+        col.addLayout(row)
+        row = QHBoxLayout()
+        for w in (QLabel("Measure"), self.measure_box, QLabel("Order"), self.order):
             row.addWidget(w)
         row.addStretch(1)
         for w in (self.compare_button, self.csv_button, self.png_button):
@@ -193,7 +198,7 @@ class EmbeddingsPage(QWidget):
         for spec in dict.fromkeys([default, "minilm"]):
             box.addItem(spec)
         box.setCurrentText(default)
-        box.setMinimumWidth(150)
+        box.setMinimumWidth(220)
         return box
 
     def set_sentences(self, sentences: list[str]) -> None:
