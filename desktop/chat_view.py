@@ -1,6 +1,7 @@
-"""The chat transcript: stored messages rendered as Markdown (code blocks with a Copy link, a
-stats line, verdict badges, citations, action links), and an answer that streams in by
-appending at the end of the document, so each repaint costs the new text, not the answer."""
+"""The chat transcript: stored messages rendered as Markdown (code blocks with a Copy link and
+their code-scan findings, a stats line, guard verdict badges, citations, action links), and an
+answer that streams in by appending at the end of the document, so each repaint costs the new
+text, not the answer."""
 
 from __future__ import annotations
 
@@ -43,17 +44,58 @@ def markdown_html(text: str) -> str:
     return full[start:end] if start > 0 and end > start else html.escape(text)
 
 
+def badge_text(verdict: dict[str, Any] | None) -> str:
+    """The words of a message's verdict badge ("" when the message was never checked)."""
+    text, _tip, _level = badge_parts(verdict)
+    if text and (verdict or {}).get("action") == "warn":
+        text = "warning · " + text
+    return text
+
+
 def badge_html(verdict: dict[str, Any] | None) -> str:
-    text, _tip, level = badge_parts(verdict)
+    """The badge as the VerdictBadge widget draws it: same words, same colours."""
+    text = badge_text(verdict)
     if not text:
         return ""
+    _text, tip, level = badge_parts(verdict)
     bg, fg = COLOURS.get(level, COLOURS["unknown"])
-    return (f"&nbsp;<span style='background-color:{bg}; color:{fg}'>&nbsp;"
-            f"{html.escape(text)}&nbsp;</span>")
+    return (f"&nbsp;<span title='{html.escape(tip, quote=True)}' style='background-color:{bg}; "
+            f"color:{fg}; font-size:small'>&nbsp;{html.escape(text)}&nbsp;</span>")
+
+
+def verdict_sentence(verdict: dict[str, Any] | None) -> str:
+    """What the guard said and what the policy did, as a sentence for the user."""
+    if not verdict:
+        return ""
+    try:
+        from core.safety.verdict import GuardVerdict
+
+        return GuardVerdict.from_dict(verdict).explanation()
+    except Exception:  # a verdict stored by another version: say what is certain
+        cats = ", ".join(str(c) for c in verdict.get("categories") or [])
+        return f"The safety guard judged it {verdict.get('verdict', 'unknown')}" + (
+            f": {cats}." if cats else ".")
+
+
+def scan_block(code: str, info: str) -> list[Any]:
+    """Code-scan findings of one fenced block, as core.safety.code_scan.scan_markdown reads
+    it (the fence's language, else a guess from the code). Empty without the safety area."""
+    try:
+        from core.safety.code_scan import guess_language, normalise_language, scan_code
+    except ImportError:  # pragma: no cover
+        return []
+    language = normalise_language(info) if info.strip() else None
+    return scan_code(code, language or guess_language(code))
 
 
 def _link(action: str, label: str) -> str:
     return f"<a href='{action}' style='color:#0277bd; text-decoration:none'>{label}</a>"
+
+
+def _button(action: str, label: str) -> str:
+    """A link drawn like a small button."""
+    return (f"<span style='background-color:#e1f5fe'>&nbsp;<a href='{action}' "
+            f"style='color:#01579b; text-decoration:none'><b>{label}</b></a>&nbsp;</span>")
 
 
 class TranscriptView(QTextBrowser):
@@ -69,6 +111,10 @@ class TranscriptView(QTextBrowser):
         self.code: dict[tuple[int, int], str] = {}
         self.revealed: set[int] = set()
         self.scan_code = True
+        #: what is on screen, per message id: its badge text, and its code findings per block
+        self.badges: dict[int, str] = {}
+        self.findings: dict[tuple[int, int], list[Any]] = {}
+        self._scanned: dict[tuple[str, str], list[Any]] = {}
         self._plain = QTextCharFormat()
         self.streaming_text = ""
 
@@ -76,6 +122,8 @@ class TranscriptView(QTextBrowser):
 
     def show_messages(self, messages: Sequence[ChatMessage], *, empty_text: str = "") -> None:
         self.code.clear()
+        self.badges.clear()
+        self.findings.clear()
         if not messages:
             self.setHtml(f"<p style='color:#607d8b'>{html.escape(empty_text)}</p>")
             return
@@ -87,25 +135,37 @@ class TranscriptView(QTextBrowser):
     def message_html(self, msg: ChatMessage, *, is_last: bool = False) -> str:
         who = "You" if msg.role == "user" else "Assistant"
         colour = "#37474f" if msg.role == "user" else "#00695c"
+        verdict = msg.verdict or {}
+        action = verdict.get("action")
+        hidden = action == "block" and msg.role == "assistant" and msg.id not in self.revealed
         links: list[str] = []
         if msg.role == "user":
             links.append(_link(f"edit:{msg.id}:0", "Edit"))
         else:
-            links.append(_link(f"copy:{msg.id}:-1", "Copy"))
+            if not hidden:
+                links.append(_link(f"copy:{msg.id}:-1", "Copy"))
             if msg.interrupted:
                 links.append(_link(f"retry:{msg.id}:0", "Retry"))
             elif is_last:
                 links.append(_link(f"regenerate:{msg.id}:0", "Regenerate"))
+        self.badges[msg.id] = badge_text(msg.verdict)
         head = (f"<p style='margin-top:14px'><b style='color:{colour}'>{who}</b>"
                 f"{badge_html(msg.verdict)}&nbsp;&nbsp;"
                 f"<span style='font-size:small'>{' · '.join(links)}</span></p>")
-        blocked = (msg.verdict or {}).get("action") == "block"
-        if blocked and msg.role == "user":
+        why = html.escape(verdict_sentence(msg.verdict))
+        if action == "block" and msg.role == "user":
             body = (markdown_html(msg.content) + "<p style='color:#9b1c12'>Not sent to the "
-                    "model: your safety policy blocks this message.</p>")
-        elif blocked and msg.id not in self.revealed:
-            body = ("<p style='color:#9b1c12'>This answer is hidden by your safety policy. "
-                    f"{_link(f'reveal:{msg.id}:0', 'Reveal')}</p>")
+                    f"model. {why}</p>")
+        elif hidden:
+            body = (f"<p style='color:#9b1c12'>This answer is hidden. {why} &nbsp;"
+                    f"{_button(f'reveal:{msg.id}:0', 'Reveal')}</p>")
+        elif action == "block":
+            body = (f"<p style='color:#9b1c12; font-size:small'>Revealed. {why} &nbsp;"
+                    f"{_link(f'hide:{msg.id}:0', 'Hide')}</p>" + self.body_html(msg))
+        elif action == "warn":
+            body = (self.body_html(msg) if msg.role == "assistant"
+                    else markdown_html(msg.content))
+            body += f"<p style='color:#7a5300; font-size:small'>Warning: {why}</p>"
         else:
             body = self.body_html(msg)
         foot = ""
@@ -124,15 +184,7 @@ class TranscriptView(QTextBrowser):
         return head + body + foot
 
     def body_html(self, msg: ChatMessage) -> str:
-        findings: dict[int, list[Any]] = {}
-        if self.scan_code and msg.role == "assistant" and "```" in msg.content:
-            try:
-                from core.safety.code_scan import scan_markdown
-
-                for f in scan_markdown(msg.content):
-                    findings.setdefault(f.block_index, []).append(f)
-            except ImportError:
-                pass
+        scan = self.scan_code and msg.role == "assistant"
         out: list[str] = []
         k = 0
         for block in split_blocks(msg.content):
@@ -140,15 +192,27 @@ class TranscriptView(QTextBrowser):
                 out.append(markdown_html(block.text))
                 continue
             self.code[(msg.id, k)] = block.text
+            found = self._scan(block.text, block.language) if scan else []
+            if found:
+                self.findings[(msg.id, k)] = found
             lang = html.escape(block.language or "code")
             out.append(
                 f"<p style='font-size:small; color:#607d8b; margin-bottom:0'>{lang} &nbsp;"
                 f"{_link(f'copy:{msg.id}:{k}', 'Copy code')}</p>"
                 "<table width='100%' cellpadding='6' style='background-color:#f3f5f7'>"
                 f"<tr><td><pre>{html.escape(block.text)}</pre></td></tr></table>"
-                + findings_html(findings.get(k, [])))
+                + findings_html(found))
             k += 1
         return "".join(out) or "<p style='color:#90a4ae'><i>(empty)</i></p>"
+
+    def _scan(self, code: str, info: str) -> list[Any]:
+        """Findings of one block, remembered: the transcript is re-rendered after each turn."""
+        key = (code, info)
+        if key not in self._scanned:
+            if len(self._scanned) > 512:
+                self._scanned.clear()
+            self._scanned[key] = scan_block(code, info)
+        return self._scanned[key]
 
     # --- streaming -------------------------------------------------------------------
 

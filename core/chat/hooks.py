@@ -22,8 +22,12 @@ class Verdict(Protocol):
 
 
 class Guard(Protocol):
-    def check_input(self, messages: list[dict[str, str]]) -> Verdict | None: ...
-    def check_output(self, messages: list[dict[str, str]]) -> Verdict | None: ...
+    """``conversation_id`` is the history's id of the conversation (the audit log keeps it)."""
+
+    def check_input(self, messages: list[dict[str, str]], *,
+                    conversation_id: str = "") -> Verdict | None: ...
+    def check_output(self, messages: list[dict[str, str]], *,
+                     conversation_id: str = "") -> Verdict | None: ...
 
 
 Retrieval = Callable[[str], Sequence[Any]]

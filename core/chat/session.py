@@ -219,7 +219,8 @@ class ChatSession:
         plain = [m.to_dict() for m in self.prompt_messages(history if question is None else
                                                            [*history, user])
                  if m.role != "system"]
-        checked = self.guard.check_input(plain) if self.guard is not None else None
+        checked = (self.guard.check_input(plain, conversation_id=str(conv.id))
+                   if self.guard is not None else None)
         if checked is not None:
             verdict = checked.to_dict()
             self.store.update_message(user.id, verdict=verdict)
@@ -231,10 +232,10 @@ class ChatSession:
         answer = self.store.add_message(
             conv.id, "assistant", "", model=self.model_ref, format=self.format,
             params=self.params.to_dict(), streaming=1, citations=cites or None)
-        yield from self._stream(answer, prompt, plain)
+        yield from self._stream(answer, prompt, plain, conv.id)
 
-    def _stream(self, answer: ChatMessage, prompt: PreparedPrompt, plain: list[dict[str, str]]
-                ) -> Iterator[ChatEvent]:
+    def _stream(self, answer: ChatMessage, prompt: PreparedPrompt, plain: list[dict[str, str]],
+                conversation_id: int) -> Iterator[ChatEvent]:
         parts: list[str] = []
         last_save = time.monotonic()
         finished = False
@@ -269,8 +270,11 @@ class ChatSession:
                                       interrupted=1, finish_reason="interrupted",
                                       error="the backend stopped without finishing the answer")
         final = self.store.message(answer.id)
-        checked = (self.guard.check_output([*plain, {"role": "assistant", "content": final.content}])
-                   if self.guard is not None and final.content.strip() else None)
+        checked = None
+        if self.guard is not None and final.content.strip():
+            checked = self.guard.check_output(
+                [*plain, {"role": "assistant", "content": final.content}],
+                conversation_id=str(conversation_id))
         if checked is not None:
             verdict = checked.to_dict()
             self.store.update_message(answer.id, verdict=verdict)

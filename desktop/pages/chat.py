@@ -3,6 +3,8 @@ inspect the exact prompt, watch the context fill, browse and export past convers
 
 Model loads, prompt building, generation, guard checks and retrieval all run in workers;
 streamed text arrives in batches of ~30 ms and is appended, never re-rendered, while it streams.
+The safety guard is built from the settings (again when they change) and given to every turn;
+each message then shows its verdict badge, and answers their code-scan findings.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -33,7 +35,8 @@ from core.chat.params import GenerationParams
 from core.chat.store import HistoryStore
 from core.errors import ContextOverflow
 from desktop.chat_panels import ContextMeter, ConversationList, ParamsForm, PromptInspector
-from desktop.chat_view import TranscriptView
+from desktop.chat_safety import ChatGuard, TurnGuard
+from desktop.chat_view import TranscriptView, verdict_sentence
 from desktop.worker import Worker
 
 BATCH_S = 0.03
@@ -41,34 +44,50 @@ FORMAT_CHOICES = [("Auto (from the model)", "auto"), ("Llama 2 / Code Llama", "l
                   ("Code Llama 70B", "codellama70b"), ("Model's own template", "model")]
 
 
+class _Batcher:
+    """Text deltas of one turn, sent to the GUI thread at most every BATCH_S."""
+
+    def __init__(self, job: Any) -> None:
+        self.job = job
+        self.parts: list[str] = []
+        self.tokens = 0
+        self.last = time.monotonic()
+
+    def add(self, text: str, tokens: int) -> None:
+        self.parts.append(text)
+        self.tokens = tokens
+        now = time.monotonic()
+        if now - self.last >= BATCH_S:
+            self.flush()
+            self.last = now
+
+    def flush(self) -> None:
+        """Send what is held back (before an event, and before a guard check starts)."""
+        if self.parts:
+            self.job.partial(("delta", "".join(self.parts), self.tokens))
+            self.parts.clear()
+
+
 def _stream_turn(job: Any, make_events: Any) -> int | None:
     """Worker body: run one turn, forwarding events; text deltas batched by time."""
-    events, session = make_events()
-    buf: list[str] = []
-    tokens = 0
-    last = time.monotonic()
+    batch = _Batcher(job)
+    events, session = make_events(job, batch.flush)
     for ev in events:
         if job.cancelled:  # Stop: repeat until the backend is generating and hears it
             session.cancel()
         if ev.kind == "delta":
-            buf.append(ev.text)
-            tokens = ev.completion_tokens
-            now = time.monotonic()
-            if now - last >= BATCH_S:
-                job.partial(("delta", "".join(buf), tokens))
-                buf.clear()
-                last = now
+            batch.add(ev.text, ev.completion_tokens)
             continue
-        if buf:
-            job.partial(("delta", "".join(buf), tokens))
-            buf.clear()
+        batch.flush()
         job.partial(("event", ev, 0))
-    if buf:
-        job.partial(("delta", "".join(buf), tokens))
+    batch.flush()
     return session.conversation.id if session.conversation else None
 
 
 class ChatPage(QWidget):
+    #: a turn ended (answered, blocked, stopped or failed) and the transcript shows it
+    turn_done = Signal()
+
     def __init__(self, ctx: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.ctx = ctx
@@ -79,11 +98,14 @@ class ChatPage(QWidget):
         self.conversation_id: int | None = None
         self.editing_id: int | None = None
         self.turn: Worker | None = None
-        self._guard: Any = None
+        self.chat_guard = ChatGuard()
+        self._turn_guard: Any = None
         self._build()
+        self._update_guard()
         self._refresh_list()
         self._show_conversation()
         self.ctx.bus.open_chat.connect(self.open_model)
+        self.ctx.bus.settings_changed.connect(self._settings_changed)
         if ctx.settings.chat.default_model:
             self.model_box.setEditText(ctx.settings.chat.default_model)
             self.open_model(ctx.settings.chat.default_model)
@@ -119,11 +141,14 @@ class ChatPage(QWidget):
         self.inspect_button = QToolButton()
         self.inspect_button.setText("Inspect prompt")
         self.inspect_button.setCheckable(True)
+        self.guard_note = QLabel("")
+        self.guard_note.setObjectName("emptyState")
         top = QHBoxLayout()
         for w in (QLabel("Model"), self.model_box, QLabel("Format"), self.format_box,
                   self.params_button, self.use_docs, self.kb_box, self.inspect_button):
             top.addWidget(w)
         top.addStretch(1)
+        top.addWidget(self.guard_note)
         self.system_edit = QPlainTextEdit(chat.system_prompt)
         self.system_edit.setPlaceholderText("System prompt (optional)")
         self.system_edit.setMaximumHeight(48)
@@ -133,6 +158,9 @@ class ChatPage(QWidget):
         self.transcript.scan_code = bool(self.ctx.settings.safety.scan_code)
         self.edit_note = QLabel("")
         self.edit_note.setVisible(False)
+        self.guard_status = QLabel("")
+        self.guard_status.setObjectName("emptyState")
+        self.guard_status.setVisible(False)
         self.input = QPlainTextEdit()
         self.input.setPlaceholderText("Message (Ctrl+Enter to send)")
         self.input.setMaximumHeight(96)
@@ -157,6 +185,7 @@ class ChatPage(QWidget):
         col.addWidget(self.system_edit)
         col.addWidget(self.meter)
         col.addWidget(self.transcript, 1)
+        col.addWidget(self.guard_status)
         col.addWidget(self.error)
         col.addWidget(self.edit_note)
         col.addLayout(bottom)
@@ -265,21 +294,41 @@ class ChatPage(QWidget):
             params=self.params_form.params(), tags=self.ctx.settings.chat.special_tags,
             guard=guard, retrieval=retrieval, kb=kb)
 
-    def _hooks(self, settings: Any, kb: str) -> tuple[Any, Any]:
-        """Guard and retrieval for one turn; called in the worker (both may load models)."""
-        guard = None
-        if settings.safety.enabled and settings.safety.guard_model.strip():
-            if self._guard is None or self._guard.guard_model != settings.safety.guard_model:
-                from core.safety.guard import GuardService
+    # --- safety ----------------------------------------------------------------------
 
-                self._guard = GuardService.from_settings(settings)
-            guard = self._guard
-        retrieval = None
-        if kb:
-            from core.chat.retrieval import open_retrieval
+    def _settings_changed(self) -> None:
+        self._update_guard()
+        scan = bool(self.ctx.settings.safety.scan_code)
+        if scan != self.transcript.scan_code:
+            self.transcript.scan_code = scan
+            if self.turn is None:  # a running turn re-renders when it ends
+                self._show_conversation()
 
-            retrieval = open_retrieval(kb, settings)
-        return guard, retrieval
+    @property
+    def guard(self) -> Any:
+        """The GuardService every turn gets, or None when checks are off."""
+        return self.chat_guard.service
+
+    def _update_guard(self) -> None:
+        try:
+            self.chat_guard.update(self.ctx.settings)
+        except Exception as exc:  # e.g. an unknown guard version: say so; chat unguarded
+            self.error.setText("Safety checks are off: " + self.ctx.show_error(exc))
+        text, tip = self.chat_guard.note()
+        self.guard_note.setText(text)
+        self.guard_note.setToolTip(tip)
+
+    def _set_guard_status(self, text: str) -> None:
+        self.guard_status.setText(text)
+        self.guard_status.setVisible(bool(text))
+
+    def _retrieval(self, settings: Any, kb: str) -> Any:
+        """Retrieval for one turn; called in the worker (it may load the embedder)."""
+        if not kb:
+            return None
+        from core.chat.retrieval import open_retrieval
+
+        return open_retrieval(kb, settings)
 
     def send(self, *, drop_oldest: bool | None = None) -> None:
         text = self.input.toPlainText()
@@ -307,10 +356,12 @@ class ChatPage(QWidget):
         self.error.clear()
         drop = self.ctx.settings.chat.drop_oldest if drop_oldest is None else drop_oldest
         session = self._session()  # built here: it reads the widgets
-        settings, kb, hooks = self.ctx.settings, session.kb, self._hooks
+        settings, kb, retrieval, guard = self.ctx.settings, session.kb, self._retrieval, self.guard
+        self._turn_guard = guard
 
-        def make_events() -> Any:
-            session.guard, session.retrieval = hooks(settings, kb)
+        def make_events(job: Any, flush: Any) -> Any:
+            session.guard = TurnGuard(guard, job, flush) if guard is not None else None
+            session.retrieval = retrieval(settings, kb)
             return action(session, drop), session
 
         worker = Worker(_stream_turn, make_events)
@@ -321,6 +372,7 @@ class ChatPage(QWidget):
         worker.signals.done.connect(self._turn_done)
         self.turn = worker
         self._pending_clear = clear_input
+        self.meter.set_answer(0)  # the new answer has no tokens yet
         self.send_button.setEnabled(False)
         self.stop_button.setEnabled(True)
         self.ctx.jobs.start(worker, group="chat-turn")
@@ -335,6 +387,11 @@ class ChatPage(QWidget):
             self.transcript.append_stream(payload)
             self.meter.set_answer(tokens)
             return
+        if kind == "checking":
+            self._set_guard_status("Checking your message with the safety guard …"
+                                   if payload == "input" else
+                                   "Checking the answer with the safety guard …")
+            return
         ev = payload
         if ev.kind == "started":
             if self._pending_clear:
@@ -345,11 +402,22 @@ class ChatPage(QWidget):
                 self.conversation_id = cid
             self._show_conversation(upto_position=ev.user_message.position
                                     if ev.user_message else None)
-            self.transcript.begin_stream(None)
+            if self._turn_guard is None:  # else the answer starts after the input check
+                self.transcript.begin_stream(None)
             if ev.dropped_turns:
                 self.ctx.status(f"Dropped the {ev.dropped_turns} oldest turn(s) to fit.")
+        elif ev.kind == "verdict":
+            self._set_guard_status("")
+            if ev.direction == "input" and ev.message is not None:
+                # the message with its badge; the answer streams below it unless blocked
+                self._show_conversation(upto_position=ev.message.position)
+                if (ev.verdict or {}).get("action") != "block":
+                    self.transcript.begin_stream(None)
+            else:
+                self._show_conversation()
         elif ev.kind == "blocked":
-            self.error.setText("Your message was not sent: the safety guard blocked it.")
+            self.error.setText("Your message was not sent to the model. "
+                               + verdict_sentence(ev.verdict))
 
     def _turn_finished(self, cid: int | None) -> None:
         if cid is not None:
@@ -373,8 +441,11 @@ class ChatPage(QWidget):
 
     def _turn_done(self) -> None:
         self.turn = None
+        self._turn_guard = None
+        self._set_guard_status("")
         self.send_button.setEnabled(True)
         self.stop_button.setEnabled(False)
+        self.turn_done.emit()
 
     # --- conversations ------------------------------------------------------------------
 
@@ -459,9 +530,13 @@ class ChatPage(QWidget):
                                    "everything after it (Esc cancels).")
             self.edit_note.setVisible(True)
             self.input.setFocus()
-        elif name == "reveal":
-            self.transcript.revealed.add(mid)
-            self._show_conversation()
+        elif name in ("reveal", "hide"):
+            if name == "reveal":
+                self.transcript.revealed.add(mid)
+            else:
+                self.transcript.revealed.discard(mid)
+            if self.turn is None:
+                self._show_conversation()
         elif name == "copy" and index < 0:
             from PySide6.QtGui import QGuiApplication
 

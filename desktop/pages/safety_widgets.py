@@ -39,6 +39,8 @@ def badge_parts(verdict: Mapping[str, Any] | None) -> tuple[str, str, str]:
                                                     strict=False)]
         text = "unsafe: " + ", ".join(labels)
         level = "unsafe" if action == "block" else "warn"
+    elif str(verdict.get("reason", "")).startswith("the guard could not run"):
+        text, level = "not checked: the guard could not run", "unknown"
     else:
         text, level = "guard answer not understood", "unknown"
     if isinstance(probability, (int, float)):

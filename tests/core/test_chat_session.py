@@ -173,13 +173,16 @@ class FakeGuard:
     def __init__(self, input_verdict: FakeVerdict) -> None:
         self.input_verdict = input_verdict
         self.seen: list[tuple[str, list[dict[str, str]]]] = []
+        self.conversation_ids: list[str] = []
 
-    def check_input(self, messages):
+    def check_input(self, messages, *, conversation_id=""):
         self.seen.append(("input", list(messages)))
+        self.conversation_ids.append(conversation_id)
         return self.input_verdict
 
-    def check_output(self, messages):
+    def check_output(self, messages, *, conversation_id=""):
         self.seen.append(("output", list(messages)))
+        self.conversation_ids.append(conversation_id)
         return FakeVerdict("safe", "allow")
 
 
@@ -202,6 +205,8 @@ def test_blocked_input_never_reaches_the_model(ollama_server) -> None:
     assert [e.direction for e in events if e.kind == "verdict"] == ["input", "output"]
     assert guard.seen[-1][1][-1]["role"] == "assistant"
     assert store.messages(session.conversation.id)[-1].verdict["verdict"] == "safe"
+    # every check names the conversation (the safety audit log records it)
+    assert set(guard.conversation_ids) == {str(session.conversation.id)}
 
 
 def test_retrieved_passages_enter_the_prompt_delimited_and_are_cited(backend) -> None:

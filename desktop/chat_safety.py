@@ -1,0 +1,67 @@
+"""The Chat page's safety guard: built from the settings (again only when what it depends on
+changes), and wrapped for each turn so the page can say when a check is running."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+
+class TurnGuard:
+    """The guard for one turn, called by the session in the worker: it sends the page the
+    text still held back (``flush``), says a check starts (a partial ``("checking",
+    direction, 0)``), then runs the check."""
+
+    def __init__(self, guard: Any, job: Any, flush: Callable[[], None] | None = None) -> None:
+        self.guard = guard
+        self.job = job
+        self.flush = flush
+
+    def _announce(self, direction: str, on: bool) -> None:
+        if self.flush is not None:
+            self.flush()
+        if on:
+            self.job.partial(("checking", direction, 0))
+
+    def check_input(self, messages: list[dict[str, str]], *, conversation_id: str = "") -> Any:
+        self._announce("input", getattr(self.guard, "check_inputs", True))
+        return self.guard.check_input(messages, conversation_id=conversation_id)
+
+    def check_output(self, messages: list[dict[str, str]], *, conversation_id: str = "") -> Any:
+        self._announce("output", getattr(self.guard, "check_outputs", True))
+        return self.guard.check_output(messages, conversation_id=conversation_id)
+
+
+class ChatGuard:
+    """Holds the chat's GuardService (``core.safety.guard.guard_from_settings``), or None when
+    checks are off. Building it starts nothing: the first check loads the guard model in a
+    worker, and it then stays loaded (the engine child is shared per model file; Ollama keeps
+    it with keep_alive), also across rebuilds."""
+
+    def __init__(self) -> None:
+        self.service: Any = None
+        self._key = ""
+
+    def update(self, settings: Any) -> bool:
+        """Rebuild from ``settings`` if its safety, Ollama or engine sections changed; True when
+        rebuilt. A guard that cannot be built raises (the service is then None)."""
+        key = repr((asdict(settings.safety), asdict(settings.ollama), asdict(settings.engine)))
+        if key == self._key:
+            return False
+        self._key = key
+        self.service = None
+        from core.safety.guard import guard_from_settings
+
+        self.service = guard_from_settings(settings)
+        return True
+
+    def note(self) -> tuple[str, str]:
+        """(label, tooltip) saying which guard checks what."""
+        g = self.service
+        if g is None:
+            return "Safety checks off", "Choose a guard model on the Safety page."
+        checks = [name for name, on in (("your messages", g.check_inputs),
+                                        ("answers", g.check_outputs)) if on]
+        return (f"Guard: {g.guard_model}",
+                f"{g.guard_model} ({g.version.key}) checks {' and '.join(checks)}.")
