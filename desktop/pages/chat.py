@@ -143,12 +143,19 @@ class ChatPage(QWidget):
         self.inspect_button.setCheckable(True)
         self.guard_note = QLabel("")
         self.guard_note.setObjectName("emptyState")
-        top = QHBoxLayout()
-        for w in (QLabel("Model"), self.model_box, QLabel("Format"), self.format_box,
-                  self.params_button, self.use_docs, self.kb_box, self.inspect_button):
-            top.addWidget(w)
-        top.addStretch(1)
-        top.addWidget(self.guard_note)
+        # Two rows: what to talk to, then how (one row overflows at 1280 px).
+        top = QVBoxLayout()
+        first, second = QHBoxLayout(), QHBoxLayout()
+        for w in (QLabel("Model"), self.model_box, QLabel("Format"), self.format_box):
+            first.addWidget(w)
+        first.addStretch(1)
+        first.addWidget(self.guard_note)
+        self.kb_box.setMinimumWidth(160)
+        for w in (self.params_button, self.use_docs, self.kb_box, self.inspect_button):
+            second.addWidget(w)
+        second.addStretch(1)
+        top.addLayout(first)
+        top.addLayout(second)
         self.system_edit = QPlainTextEdit(chat.system_prompt)
         self.system_edit.setPlaceholderText("System prompt (optional)")
         self.system_edit.setMaximumHeight(48)
