@@ -48,6 +48,9 @@ PAGES: list[tuple[str, str, str, str]] = [
 ]
 
 
+PAGES_TITLES = [title for title, *_ in PAGES]
+
+
 class PlaceholderPage(QWidget):
     """Shown when a page's module is missing or failed to build: says so, plainly."""
 
@@ -76,13 +79,14 @@ class MainWindow(QMainWindow):
         self.nav.setObjectName("nav")
         self.nav.setFixedWidth(150)
         self.stack = QStackedWidget()
-        self.pages: dict[str, QWidget] = {}
-        for title, module, cls, purpose in PAGES:
-            page = self._build_page(title, module, cls, purpose)
-            self.pages[title] = page
-            self.stack.addWidget(page)
+        # Pages are built when first shown: the window appears without importing what the
+        # other pages need (pyqtgraph, numpy, chromadb ...).
+        self._specs = {title: (module, cls, purpose) for title, module, cls, purpose in PAGES}
+        self._built: dict[str, QWidget] = {}
+        for title in self._specs:
+            self.stack.addWidget(QWidget())
             QListWidgetItem(title, self.nav)
-        self.nav.currentRowChanged.connect(self.stack.setCurrentIndex)
+        self.nav.currentRowChanged.connect(lambda row: self._show_row(row))
         central = QWidget()
         row = QHBoxLayout(central)
         row.setContentsMargins(0, 0, 0, 0)
@@ -95,8 +99,11 @@ class MainWindow(QMainWindow):
         ctx.bus.open_chat.connect(lambda _ref: self.show_page("Chat"))
         ctx.bus.send_to_tokens.connect(lambda _text: self.show_page("Tokens"))
         self._restore_geometry()
+        # Background jobs the first page asks for wait until the window has painted once.
+        ctx.jobs.hold()
         last = ctx.settings.ui.last_page
-        self.show_page(last if last in self.pages else "Models")
+        self.show_page(last if last in self._specs else "Models")
+        QTimer.singleShot(0, ctx.jobs.release)
         if ctx.settings_error:
             QTimer.singleShot(0, lambda: ctx.show_error(ctx.settings_error or ""))
 
@@ -114,12 +121,35 @@ class MainWindow(QMainWindow):
             log.exception("page %s failed to build", title)
             return PlaceholderPage(title, purpose, f"This page could not load: {exc}. The log has details.")
 
+    def page(self, title: str) -> QWidget:
+        """The page called ``title``, built now if it has not been shown yet."""
+        page = self._built.get(title)
+        if page is None:
+            module, cls, purpose = self._specs[title]
+            page = self._built[title] = self._build_page(title, module, cls, purpose)
+            index = list(self._specs).index(title)
+            old = self.stack.widget(index)
+            self.stack.insertWidget(index, page)
+            self.stack.removeWidget(old)
+            old.deleteLater()
+        return page
+
+    @property
+    def pages(self) -> dict[str, QWidget]:
+        """The pages built so far (every page once each has been shown)."""
+        return dict(self._built)
+
+    def _show_row(self, row: int) -> None:
+        if row >= 0:
+            self.page(list(self._specs)[row])
+            self.stack.setCurrentIndex(row)
+
     def show_page(self, title: str) -> None:
-        self.nav.setCurrentRow(list(self.pages).index(title))
+        self.nav.setCurrentRow(list(self._specs).index(title))
 
     @property
     def current_page(self) -> str:
-        return list(self.pages)[self.stack.currentIndex()]
+        return list(self._specs)[self.stack.currentIndex()]
 
     def _restore_geometry(self) -> None:
         raw = self.ctx.settings.ui.geometry
@@ -133,7 +163,7 @@ class MainWindow(QMainWindow):
         ui.last_page = self.current_page
         self.ctx.save_settings()
         self.ctx.jobs.cancel_all()
-        for page in self.pages.values():
+        for page in self._built.values():
             shutdown = getattr(page, "shutdown", None)
             if callable(shutdown):
                 shutdown()
@@ -183,7 +213,7 @@ def save_screenshots(window: MainWindow, directory: str | Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     app = QApplication.instance()
     written = []
-    for title in window.pages:
+    for title in PAGES_TITLES:
         window.show_page(title)
         for _ in range(3):
             if app is not None:

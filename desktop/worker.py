@@ -82,6 +82,12 @@ class Worker(QRunnable):
             self._finished.set()
             self.signals.done.emit()
 
+    def skip(self) -> None:
+        """End a job that was cancelled before it ever started, without running it."""
+        self.signals.failed.emit(Cancelled("cancelled"))
+        self._finished.set()
+        self.signals.done.emit()
+
     def cancel(self) -> None:
         self.job.cancel()
         if self.on_cancel is not None:
@@ -107,6 +113,7 @@ class JobRunner(QObject):
         super().__init__(parent)
         self.pool = pool or QThreadPool.globalInstance()
         self._running: dict[Worker, str | None] = {}
+        self._held: list[Worker] | None = None
 
     def start(self, worker: Worker, group: str | None = None) -> Worker:
         """Start ``worker``; a previous job of the same group is cancelled first."""
@@ -116,9 +123,26 @@ class JobRunner(QObject):
                     other.cancel()
         self._running[worker] = group
         worker.signals.done.connect(lambda w=worker: self._forget(w))
-        self.pool.start(worker)
+        if self._held is not None:
+            self._held.append(worker)
+        else:
+            self.pool.start(worker)
         self.busy_changed.emit(len(self._running))
         return worker
+
+    def hold(self) -> None:
+        """Queue new jobs instead of starting them (while the window paints the first time)."""
+        if self._held is None:
+            self._held = []
+
+    def release(self) -> None:
+        """Start the queued jobs that were not cancelled meanwhile."""
+        held, self._held = self._held or [], None
+        for worker in held:
+            if worker.job.cancelled:
+                worker.skip()
+            else:
+                self.pool.start(worker)
 
     def _forget(self, worker: Worker) -> None:
         if self._running.pop(worker, "missing") != "missing":
@@ -131,6 +155,8 @@ class JobRunner(QObject):
     def cancel_all(self) -> None:
         for w in list(self._running):
             w.cancel()
+        if self._held is not None:
+            self.release()  # every held job is cancelled now: each ends without running
 
     def wait_all(self, timeout_ms: int = 30000) -> bool:
         """Cancel nothing; wait until every job has ended (used at shutdown and in tests)."""

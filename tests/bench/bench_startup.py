@@ -29,6 +29,7 @@ print(time.time() - t0)
 heavy = [m for m in ("torch", "chromadb", "llama_cpp", "sentence_transformers") if m in sys.modules]
 print("heavy modules loaded before the window:", heavy or "none", file=sys.stderr)
 w.status.shutdown()
+w.close()  # waits for the jobs the first page started
 """
 
 
@@ -45,7 +46,7 @@ def main() -> int:
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", CORRAL_HOME=tempfile.mkdtemp())
     py = sys.executable
     bare = [timed([py, "-c", "pass"], env) for _ in range(a.runs)]
-    helps = [timed([py, "-m", "core.cli", "--help"], env) for _ in range(a.runs)]
+    helps = [timed([py, "-m", "desktop.launcher", "--help"], env) for _ in range(a.runs)]
     windows = []
     for _ in range(a.runs):
         out = subprocess.run([py, "-c", SHOW_WINDOW, str(time.time())], check=True,

@@ -19,9 +19,34 @@ def test_window_has_every_page_and_navigates(qtbot, ctx) -> None:
     for title, *_ in PAGES:
         window.show_page(title)
         assert window.current_page == title
-        assert window.stack.currentWidget() is window.pages[title]
-    assert window.pages["Settings"].__class__.__name__ == "SettingsPage"
+        assert window.stack.currentWidget() is window.page(title)
+    assert window.page("Settings").__class__.__name__ == "SettingsPage"
+    assert set(window.pages) == {p[0] for p in PAGES}
+
+
+def test_only_the_first_page_is_built_at_start(qtbot, ctx) -> None:
+    window = MainWindow(ctx)
+    qtbot.addWidget(window)
+    assert list(window.pages) == ["Models"]
+    window.show_page("Tokens")
+    assert set(window.pages) == {"Models", "Tokens"}
     window.status.shutdown()
+
+
+def test_jobs_started_while_building_wait_for_the_first_paint(qtbot, ctx) -> None:
+    from desktop.worker import Worker
+
+    ran: list[str] = []
+    ctx.jobs.hold()
+    kept = ctx.jobs.start(Worker(lambda job: ran.append("kept")))
+    dropped = ctx.jobs.start(Worker(lambda job: ran.append("dropped")))
+    dropped.cancel()
+    failures: list[object] = []
+    dropped.signals.failed.connect(failures.append)
+    assert ran == [] and len(ctx.jobs.running) == 2
+    ctx.jobs.release()
+    qtbot.waitUntil(lambda: kept.is_done and not ctx.jobs.running, timeout=5000)
+    assert ran == ["kept"] and dropped.is_done and len(failures) == 1
 
 
 def test_status_bar_says_when_ollama_is_not_running(qtbot, ctx) -> None:
