@@ -1,0 +1,44 @@
+"""`corral search QUERY --kb NAME`: the chunks a knowledge base retrieves for a query."""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+
+from core.cli._common import add_json_flag, print_json
+
+HELP = "search a knowledge base"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("query")
+    parser.add_argument("--kb", required=True, help="knowledge base to search")
+    parser.add_argument("-k", type=int, default=5, help="number of hits (default 5)")
+    parser.add_argument("--threshold", type=float, default=0.0,
+                        help="minimum cosine similarity of a hit (default 0)")
+    parser.add_argument("--vector-only", action="store_true", help="no keyword (BM25) fusion")
+    add_json_flag(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from core.rag.knowledge_base import open_kb
+    from core.rag.retriever import Retriever
+
+    kb = open_kb(args.kb)
+    try:
+        hits = Retriever(kb).search(args.query, args.k, threshold=args.threshold,
+                                    hybrid=not args.vector_only)
+    finally:
+        kb.close()
+    if args.json:
+        print_json({"query": args.query, "kb": args.kb, "hits": [h.to_dict() for h in hits]})
+        return 0
+    if not hits:
+        print("no matching chunks")
+        return 0
+    for n, h in enumerate(hits, 1):
+        page = f", page {h.page}" if h.page is not None else ""
+        print(f"[{n}] {h.score:.3f}  {h.source}{page}, chunk {h.chunk_index}")
+        body = " ".join(h.text.split())
+        print(textwrap.indent(textwrap.shorten(body, 400, placeholder=" ..."), "    "))
+    return 0

@@ -1,0 +1,320 @@
+"""One-time export of a sentence-transformers model for OpenVINO (the fast embedder modes).
+
+``prepare()`` finds the cached export or builds it in a child process
+(``python -m core.rag.export``), so torch and nncf never load into the app itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from core.config import atomic_write_text, data_dir
+from core.errors import CorralError, FeatureUnavailable
+
+#: Bump when the export recipe changes: every cached export is then rebuilt.
+RECIPE = 1
+MODES = ("fast", "fastest")
+#: Files of a model folder that do not change what the model computes.
+_NOT_MODEL = {".gitattributes", "readme.md", "data_config.json", "train_script.py"}
+_MAX_CALIBRATION = 64  # passages; each also gives one short query-like sentence
+
+#: progress(fraction or None, text) as in desktop.worker's job.progress.
+Progress = Callable[[float | None, str], None]
+
+FAST_HINT = "Install Corral's fast extra (pip install 'corral[fast]') or use the standard mode."
+
+
+def cache_root() -> Path:
+    return data_dir() / "cache" / "embedders"
+
+
+# --- what a model folder is --------------------------------------------------------------
+
+
+def transformer_folder(folder: Path) -> Path:
+    """The folder of the Transformer module inside a sentence-transformers model."""
+    try:
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise FeatureUnavailable(f"{folder} is not a sentence-transformers model folder") from exc
+    for m in modules:
+        if str(m.get("type", "")).endswith("Transformer"):
+            return folder / str(m.get("path", ""))
+    raise FeatureUnavailable(f"the model in {folder} has no Transformer module")
+
+
+def check_supported(folder: Path) -> None:
+    """Raise FeatureUnavailable unless the fast modes reproduce this model exactly.
+
+    They do mean pooling and normalisation in numpy, so the model must be Transformer +
+    mean Pooling (+ Normalize) with a ``tokenizer.json``.
+    """
+    modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+    kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules]
+    if not set(kinds) <= {"Transformer", "Pooling", "Normalize"} or "Pooling" not in kinds:
+        raise FeatureUnavailable(
+            f"the fast modes support mean-pooled models only; {folder.name} has "
+            f"{', '.join(kinds)}"
+        )
+    pooling = next(m for m in modules if str(m.get("type", "")).endswith("Pooling"))
+    cfg = json.loads((folder / str(pooling.get("path", "1_Pooling")) / "config.json").read_text())
+    others = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v and
+              k != "pooling_mode_mean_tokens"]
+    if not cfg.get("pooling_mode_mean_tokens") or others:
+        raise FeatureUnavailable(f"the fast modes support mean pooling only, not {others}")
+    if not (transformer_folder(folder) / "tokenizer.json").is_file():
+        raise FeatureUnavailable(f"the model in {folder} has no tokenizer.json")
+
+
+def model_fingerprint(folder: Path, root: Path | None = None) -> str:
+    """SHA-256 of the files that define the model (and of the export recipe).
+
+    Hashing ~90 MB costs a few tenths of a second, so the result is remembered per file
+    size and modification time in ``fingerprints.json``.
+    """
+    root = root or cache_root()
+    files = sorted(
+        p for p in folder.rglob("*")
+        if p.is_file() and p.name.lower() not in _NOT_MODEL and not p.name.startswith(".")
+    )
+    stamp = json.dumps(
+        [RECIPE] + [[str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns]
+                    for p in files]
+    )
+    memo_path = root / "fingerprints.json"
+    try:
+        memo: dict[str, Any] = json.loads(memo_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        memo = {}
+    key = str(folder.resolve())
+    known = memo.get(key)
+    if isinstance(known, dict) and known.get("stamp") == stamp:
+        return str(known["sha256"])
+    h = hashlib.sha256(f"corral-export-recipe-{RECIPE}\n".encode())
+    for p in files:
+        h.update(str(p.relative_to(folder)).encode("utf-8") + b"\0")
+        with p.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    digest = h.hexdigest()
+    memo[key] = {"stamp": stamp, "sha256": digest}
+    with contextlib.suppress(OSError):
+        atomic_write_text(memo_path, json.dumps(memo, indent=1))
+    return digest
+
+
+def variant_dir(folder: Path, mode: str, root: Path | None = None) -> Path:
+    """Where the export of ``folder`` for ``mode`` lives: <root>/<model hash>/<mode>/."""
+    root = root or cache_root()
+    return root / model_fingerprint(folder, root)[:16] / mode
+
+
+def is_ready(path: Path) -> bool:
+    return all((path / n).is_file() for n in ("model.xml", "model.bin", "info.json"))
+
+
+def read_info(path: Path) -> dict[str, Any]:
+    info: dict[str, Any] = json.loads((path / "info.json").read_text(encoding="utf-8"))
+    return info
+
+
+# --- the parent side ----------------------------------------------------------------------
+
+
+def prepare(folder: Path, mode: str, *, root: Path | None = None,
+            calibration: Sequence[str] | None = None, progress: Progress | None = None,
+            timeout_s: float = 1800.0) -> Path:
+    """The folder with the exported model for ``mode``; exports it first if needed.
+
+    ``calibration``: passages of the user's own documents for the int8 ('fastest') model;
+    without them (or with too few) a built-in sample is used. ``progress`` may raise
+    (e.g. Cancelled) to stop the export; the child is then killed and nothing is cached.
+    """
+    if mode not in MODES:
+        raise CorralError(f"unknown fast embedder mode {mode!r}")
+    root = root or cache_root()
+    target = variant_dir(folder, mode, root)
+    if is_ready(target):
+        return target
+    check_supported(folder)
+    if mode == "fastest":
+        import importlib.util
+
+        if importlib.util.find_spec("nncf") is None:
+            raise FeatureUnavailable("the fastest mode needs nncf, which is not installed",
+                                     hint=FAST_HINT)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(target.parent)
+    # the child builds inside this folder, which goes away even when the child is killed
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=target.parent) as tmp:
+        args = ["--folder", str(folder), "--mode", mode, "--out", str(target.parent),
+                "--work", tmp]
+        if calibration:
+            calib = Path(tmp) / "calibration.json"
+            calib.write_text(json.dumps(list(calibration)), encoding="utf-8")
+            args += ["--calibration", str(calib)]
+        _run_child(args, progress, timeout_s)
+    if not is_ready(target):
+        raise FeatureUnavailable(f"the {mode} embedder export left no model in {target}")
+    return target
+
+
+def _remove_stale(folder: Path, age_s: float = 3600.0) -> None:
+    """Remove half-built exports of killed runs (hidden temp folders older than an hour)."""
+    for tmp in folder.glob(".*-*"):
+        with contextlib.suppress(OSError):
+            if tmp.is_dir() and time.time() - tmp.stat().st_mtime > age_s:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run_child(args: list[str], progress: Progress | None, timeout_s: float) -> None:
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TRANSFORMERS_OFFLINE", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("NNCF_CI", "1")  # offline by default: nncf sends no telemetry
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core.rag.export", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+        encoding="utf-8", errors="replace", start_new_session=True,
+    )
+    started = time.monotonic()
+    tail: deque[str] = deque(maxlen=40)
+    drain = threading.Thread(target=_drain, args=(proc.stderr, tail), daemon=True)
+    drain.start()
+    error = ""
+    watchdog = threading.Timer(timeout_s, proc.kill)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if "error" in msg:
+                error = str(msg["error"])
+            elif progress is not None and "text" in msg:
+                frac = msg.get("fraction")
+                progress(None if frac is None else float(frac), str(msg["text"]))
+        proc.wait(timeout=60)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        watchdog.cancel()
+        drain.join(timeout=5)
+    if proc.returncode != 0 and not error and time.monotonic() - started >= timeout_s:
+        error = f"it took longer than {timeout_s:.0f} s"
+    if proc.returncode != 0:
+        detail = error or next((t for t in reversed(tail) if t.strip()), f"exit {proc.returncode}")
+        raise FeatureUnavailable(f"exporting the embedder for OpenVINO failed: {detail}",
+                                 hint=FAST_HINT if "not installed" in detail else None)
+
+
+def _drain(stream: IO[str] | None, tail: deque[str]) -> None:
+    if stream is None:
+        return
+    for line in stream:
+        tail.append(line.rstrip())
+
+
+# --- the child side -----------------------------------------------------------------------
+
+
+class _Reporter:
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+
+    def __call__(self, fraction: float | None, text: str) -> None:
+        self.send({"fraction": fraction, "text": text})
+
+    def send(self, msg: dict[str, Any]) -> None:
+        self.out.write(json.dumps(msg) + "\n")
+        self.out.flush()
+
+
+@contextlib.contextmanager
+def _new_dir(final: Path, work: Path) -> Iterator[Path]:
+    """A folder in ``work`` (beside ``final``) that becomes ``final`` when the block succeeds."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"{final.name}-", dir=work))
+    try:
+        yield tmp
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if not is_ready(final):  # another process won the race with a complete export
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _info(folder: Path, mode: str, **extra: Any) -> str:
+    import openvino
+
+    return json.dumps({
+        "recipe": RECIPE, "mode": mode, "model": str(folder), "created": time.time(),
+        "openvino": openvino.get_version(), **extra,
+    }, indent=1)
+
+
+def child_main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core.rag.export")
+    parser.add_argument("--folder", required=True, type=Path)
+    parser.add_argument("--mode", required=True, choices=MODES)
+    parser.add_argument("--out", required=True, type=Path, help="the <model hash> folder")
+    parser.add_argument("--work", required=True, type=Path, help="a folder beside --out's")
+    parser.add_argument("--calibration", type=Path)
+    args = parser.parse_args(argv)
+    # Progress goes to the real stdout; whatever libraries print goes to stderr.
+    report = _Reporter(os.fdopen(os.dup(1), "w", encoding="utf-8"))
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    try:
+        from core.rag.export_steps import export_fp32, quantize_int8
+
+        fast = args.out / "fast"
+        if not is_ready(fast):
+            with _new_dir(fast, args.work) as tmp:
+                inputs = export_fp32(args.folder, tmp, report)
+                atomic_write_text(tmp / "info.json", _info(args.folder, "fast", inputs=inputs))
+        if args.mode == "fastest":
+            texts: list[str] = []
+            if args.calibration:
+                texts = json.loads(args.calibration.read_text(encoding="utf-8"))
+            final = args.out / "fastest"
+            with _new_dir(final, args.work) as tmp:
+                calib = quantize_int8(args.folder, fast, tmp, texts, report)
+                atomic_write_text(tmp / "info.json",
+                                  _info(args.folder, "fastest", calibration=calib,
+                                        inputs=read_info(fast).get("inputs")))
+        report(1.0, "the fast embedder is ready")
+        return 0
+    except ImportError as exc:
+        report.send({"error": f"{exc.name or exc} is not installed"})
+        return 2
+    except Exception as exc:  # reported to the parent as one sentence
+        report.send({"error": f"{type(exc).__name__}: {exc}"})
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(child_main())

@@ -1,0 +1,277 @@
+"""The fast embedder modes: the same sentence-transformers model, exported once, run by OpenVINO.
+
+'fast' runs the exported model in bf16 where the CPU supports it (else fp32); 'fastest'
+runs an int8 copy calibrated on the user's own documents. Pooling and normalisation are
+done here in numpy, so the vectors match the standard embedder's (see export.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.errors import CorralError, FeatureUnavailable
+from core.rag.embedder import Notice, _WordPieceTokens, minilm_path, parse_spec
+from core.rag.export import (
+    FAST_HINT,
+    MODES,
+    Progress,
+    cache_root,
+    check_supported,
+    is_ready,
+    prepare,
+    read_info,
+    transformer_folder,
+    variant_dir,
+)
+
+log = logging.getLogger(__name__)
+BATCH_SIZE = 16
+
+
+def model_max_tokens(folder: Path) -> int:
+    """Tokens the model reads (special tokens included), as sentence-transformers sets it."""
+    limit = 256
+    try:
+        cfg = json.loads((folder / "sentence_bert_config.json").read_text(encoding="utf-8"))
+        if isinstance(cfg.get("max_seq_length"), int) and cfg["max_seq_length"] > 0:
+            limit = int(cfg["max_seq_length"])
+    except (OSError, ValueError):
+        pass
+    return limit
+
+
+def pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mean over the real tokens (attention mask 1), then L2 normalisation; float32 rows."""
+    m = mask.astype(np.float32)
+    summed = np.einsum("bld,bl->bd", hidden.astype(np.float32, copy=False), m)
+    mean = summed / np.maximum(m.sum(axis=1, keepdims=True), 1e-9)
+    norms = np.linalg.norm(mean, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    out: np.ndarray = (mean / norms).astype(np.float32)
+    return out
+
+
+class Encoder:
+    """The model's tokenizer with truncation at the model's limit and padding per batch.
+
+    (MiniLM's tokenizer.json hard-codes truncation and padding at 128; both are replaced.)
+    """
+
+    def __init__(self, tokenizer_json: Path, max_tokens: int, input_names: Sequence[str]) -> None:
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(tokenizer_json))
+        pad = tok.padding
+        self.pad_id = int(pad["pad_id"]) if pad else int(tok.token_to_id("[PAD]") or 0)
+        tok.no_padding()
+        tok.enable_truncation(max_length=max_tokens)
+        self.tokenizer = tok
+        self.input_names = list(input_names)
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        encs = self.tokenizer.encode_batch([t.strip() for t in texts], add_special_tokens=True)
+        return [e.ids for e in encs]
+
+    def batch(self, ids: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+        length = max(len(x) for x in ids)
+        input_ids = np.full((len(ids), length), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(ids), length), dtype=np.int64)
+        for row, x in enumerate(ids):
+            input_ids[row, : len(x)] = x
+            mask[row, : len(x)] = 1
+        arrays = {"input_ids": input_ids, "attention_mask": mask,
+                  "token_type_ids": np.zeros_like(input_ids)}
+        return {n: arrays[n] for n in self.input_names}
+
+
+def _openvino() -> Any:
+    try:
+        import openvino
+    except ImportError as exc:
+        raise FeatureUnavailable("OpenVINO is not installed", hint=FAST_HINT) from exc
+    return openvino
+
+
+def cpu_supports_bf16(core: Any) -> bool:
+    try:
+        caps = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception:  # an old or odd plugin: assume not
+        return False
+    return "BF16" in [str(c).upper() for c in caps]
+
+
+class FastEmbedder(_WordPieceTokens):
+    """A sentence-transformers model exported to OpenVINO ('fast' or 'fastest' mode).
+
+    Tokens are counted exactly as by the standard embedder; vectors agree with it to a
+    cosine of ~0.9999 ('fast') or ~0.99 ('fastest').
+    """
+
+    def __init__(self, folder: Path, mode: str, model_dir: Path, *, name: str, spec: str,
+                 batch_size: int = BATCH_SIZE, threads: int = 0) -> None:
+        ov = _openvino()
+        self.folder = folder
+        self.mode = mode
+        self.spec = spec
+        self.model_dir = model_dir
+        self.max_tokens = model_max_tokens(folder)
+        self._tokenizer_folder = str(transformer_folder(folder))
+        self.tokenizer_name = f"wordpiece:{name}"
+        self.batch_size = batch_size
+        self.notice = ""
+        info = read_info(model_dir)
+        calib = info.get("calibration") or {}
+        # an int8 model calibrated on other passages gives other vectors: a distinct name
+        self.name = f"{name} int8-{str(calib['id'])[:8]}" if calib.get("id") else name
+        self.calibration: dict[str, Any] = dict(calib)
+        core = ov.Core()
+        core.set_property({"CACHE_DIR": str(model_dir.parent.parent / "ov-cache")})
+        self.precision = "bf16" if cpu_supports_bf16(core) else "f32"
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": self.precision,
+                                  "PERFORMANCE_HINT": "THROUGHPUT"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        try:
+            self._compiled = core.compile_model(str(model_dir / "model.xml"), "CPU", config)
+        except RuntimeError as exc:
+            raise FeatureUnavailable(f"OpenVINO cannot run the {mode} embedder: {exc}") from exc
+        self.variant = ("int8+" if mode == "fastest" else "") + self.precision
+        self._encoder = Encoder(Path(self._tokenizer_folder) / "tokenizer.json", self.max_tokens,
+                                [i.get_any_name() for i in self._compiled.inputs])
+        self._dimension = int(self._compiled.outputs[0].get_partial_shape()[2].get_length())
+        jobs = int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self._queue = ov.AsyncInferQueue(self._compiled, max(1, jobs))
+        self._queue.set_callback(self._collect)
+        self._out: np.ndarray = np.zeros((0, self._dimension), dtype=np.float32)
+        self._errors: list[BaseException] = []
+        self._lock = threading.Lock()
+
+    @property
+    def dimension(self) -> int:
+        return self._dimension
+
+    def _collect(self, request: Any, rows: np.ndarray) -> None:
+        try:
+            mask = request.get_tensor("attention_mask").data
+            self._out[rows] = pool(request.get_output_tensor(0).data, mask)
+        except BaseException as exc:  # raised in embed(), not lost in OpenVINO's thread
+            self._errors.append(exc)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self._dimension), dtype=np.float32)
+        ids = self._encoder.encode(texts)
+        # similar lengths share a batch: little padding (unsorted is ~3x slower)
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        with self._lock:
+            self._out = np.zeros((len(texts), self._dimension), dtype=np.float32)
+            self._errors = []
+            for start in range(0, len(order), self.batch_size):
+                rows = order[start:start + self.batch_size]
+                self._queue.start_async(self._encoder.batch([ids[i] for i in rows]), rows)
+            self._queue.wait_all()
+            if self._errors:
+                raise CorralError(f"the {self.mode} embedder failed: {self._errors[0]}")
+            return self._out
+
+
+# --- building one --------------------------------------------------------------------------
+
+
+def make_fast_embedder(folder: Path, mode: str, *, name: str, spec: str,
+                       notice: Notice | None = None, progress: Progress | None = None,
+                       calibration: Sequence[str] | None = None,
+                       root: Path | None = None) -> FastEmbedder:
+    """A FastEmbedder for ``folder``, exporting the model first when it is not cached.
+
+    Raises FeatureUnavailable (OpenVINO or nncf missing, unsupported model, failed export);
+    ``core.rag.embedder.make_embedder`` then falls back to the standard embedder.
+    """
+    if mode not in MODES:
+        raise CorralError(f"unknown fast embedder mode {mode!r}")
+    _openvino()
+    check_supported(folder)
+    target = variant_dir(folder, mode, root)
+    if is_ready(target):
+        try:
+            return FastEmbedder(folder, mode, target, name=name, spec=spec)
+        except (FeatureUnavailable, OSError, ValueError, KeyError) as exc:
+            # a damaged cache (or one OpenVINO no longer reads) is rebuilt once
+            log.warning("the cached %s embedder in %s is unusable (%s); exporting again",
+                        mode, target, exc)
+            shutil.rmtree(target, ignore_errors=True)
+    if progress is None and notice is not None:
+        notice(f"preparing the {mode} embedder: a one-time export that takes about a minute")
+    started = time.monotonic()
+    prepare(folder, mode, root=root, calibration=calibration, progress=progress)
+    log.info("exported the %s embedder in %.1f s", mode, time.monotonic() - started)
+    return FastEmbedder(folder, mode, target, name=name, spec=spec)
+
+
+def _folder_of(spec: str) -> Path:
+    kind, detail = parse_spec(spec)
+    if kind == "minilm":
+        return minilm_path()
+    if kind == "folder":
+        return Path(detail)
+    raise FeatureUnavailable(f"the fast modes apply to sentence-transformers models, not {spec}")
+
+
+def fast_embedder_ready(mode: str, spec: str = "minilm", *, root: Path | None = None) -> bool:
+    """Whether nothing needs exporting before ``mode`` starts: else prepare_fast_embedder().
+
+    True for the standard mode and for embedders the fast modes do not apply to (Ollama, GGUF).
+    """
+    if mode == "standard" or parse_spec(spec)[0] not in ("minilm", "folder"):
+        return True
+    try:
+        return is_ready(variant_dir(_folder_of(spec), mode, root))
+    except (CorralError, OSError):
+        return False
+
+
+def prepare_fast_embedder(mode: str, spec: str = "minilm", *,
+                          calibration: Sequence[str] | None = None,
+                          progress: Progress | None = None, root: Path | None = None) -> Path:
+    """Export the model for ``mode`` now (in a worker: ~30-60 s), reporting progress."""
+    _openvino()
+    folder = _folder_of(spec)
+    return prepare(folder, mode, root=root or cache_root(), calibration=calibration,
+                   progress=progress)
+
+
+def calibration_sample(paths: Iterable[str | Path], *, max_passages: int = 64,
+                       max_files: int = 40, budget_s: float = 10.0) -> list[str]:
+    """Passages of ~150 words from the user's documents, for calibrating 'fastest'."""
+    from core.rag.indexing import scan
+    from core.rag.loaders import is_supported, load_document
+
+    files, _missing = scan(paths)
+    files = [f for f in files if is_supported(f)]
+    files = files[:: max(1, len(files) // max_files)][:max_files]
+    deadline = time.monotonic() + budget_s
+    per_file = max(2, max_passages // max(1, len(files)))
+    passages: list[str] = []
+    for path in files:
+        if time.monotonic() > deadline or len(passages) >= max_passages:
+            break
+        try:
+            doc = load_document(path)
+        except CorralError:
+            continue
+        words = " ".join(u.text for u in doc.units).split()
+        for start in range(0, min(len(words), per_file * 150), 150):
+            piece = " ".join(words[start:start + 150])
+            if len(piece) > 40:
+                passages.append(piece)
+    return passages[:max_passages]

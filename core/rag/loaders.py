@@ -1,0 +1,326 @@
+"""Document loaders: files -> clean text units (one per PDF page), or a reason to skip.
+
+Text-like files (text, Markdown, reST, code, HTML, CSV) are read here with a size budget;
+PDF and DOCX go through ``core.rag.parse_child`` (a child process with a time and memory
+limit), so a hostile file costs a "skipped: ..." line, never a hang or the app's memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import html.parser
+import io
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.errors import DocumentUnreadable
+
+MB = 1024 * 1024
+
+TEXT_EXTENSIONS = {".txt", ".text", ".log", ".md", ".markdown", ".mdown", ".rst", ".rest", ""}
+MARKDOWN_EXTENSIONS = {".md", ".markdown", ".mdown"}
+RST_EXTENSIONS = {".rst", ".rest"}
+CODE_EXTENSIONS = {
+    ".py", ".pyi", ".js", ".jsx", ".ts", ".tsx", ".c", ".h", ".cc", ".cpp", ".cxx", ".hpp",
+    ".java", ".kt", ".go", ".rs", ".rb", ".php", ".cs", ".swift", ".scala", ".lua", ".pl",
+    ".r", ".jl", ".sh", ".bash", ".zsh", ".ps1", ".sql", ".toml", ".yaml", ".yml", ".ini",
+    ".cfg", ".json", ".xml", ".css", ".scss", ".tex", ".m", ".hs", ".ex", ".exs", ".dart",
+    ".vue", ".svelte", ".proto", ".cmake", ".mk", ".gradle", ".bat",
+}
+CODE_FILENAMES = {"makefile", "dockerfile", "cmakelists.txt", "readme", "license", "changelog"}
+HTML_EXTENSIONS = {".html", ".htm", ".xhtml"}
+CSV_EXTENSIONS = {".csv", ".tsv"}
+PDF_EXTENSIONS = {".pdf"}
+DOCX_EXTENSIONS = {".docx"}
+
+#: Magic numbers of common binary formats (quick "not a text file" without guessing).
+BINARY_MAGIC = (
+    b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"PK\x03\x04", b"\x7fELF", b"MZ", b"%PDF",
+    b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"7z\xbc\xaf", b"Rar!", b"GGUF", b"SQLite format 3",
+    b"\xca\xfe\xba\xbe", b"\xcf\xfa\xed\xfe", b"ID3", b"OggS", b"RIFF", b"\x00\x00\x01\x00",
+)
+
+
+@dataclass
+class Limits:
+    """Per-file budgets: bytes read, seconds of parsing, characters kept, child memory."""
+
+    max_text_bytes: int = 64 * MB
+    max_binary_bytes: int = 256 * MB  # PDF / DOCX file size
+    max_seconds: float = 60.0
+    max_chars: int = 20_000_000
+    max_memory_bytes: int = 2048 * MB
+    max_unpacked_bytes: int = 200 * MB  # DOCX: declared uncompressed size
+    max_ratio: float = 200.0  # DOCX: declared size / compressed size
+
+
+@dataclass
+class TextUnit:
+    """A piece of a document that keeps its place: the page (1-based) for PDFs, else None."""
+
+    text: str
+    page: int | None = None
+
+
+@dataclass
+class LoadedDocument:
+    path: Path
+    kind: str  # text, markdown, rst, code, html, csv, pdf, docx
+    units: list[TextUnit] = field(default_factory=list)
+
+    @property
+    def chars(self) -> int:
+        return sum(len(u.text) for u in self.units)
+
+
+def kind_of(path: Path) -> str | None:
+    """The loader for a path by its name, or None when Corral does not read that kind."""
+    ext = path.suffix.lower()
+    if ext in PDF_EXTENSIONS:
+        return "pdf"
+    if ext in DOCX_EXTENSIONS:
+        return "docx"
+    if ext in HTML_EXTENSIONS:
+        return "html"
+    if ext in CSV_EXTENSIONS:
+        return "csv"
+    if ext in MARKDOWN_EXTENSIONS:
+        return "markdown"
+    if ext in RST_EXTENSIONS:
+        return "rst"
+    if ext in CODE_EXTENSIONS or path.name.lower() in CODE_FILENAMES:
+        return "code"
+    if ext in TEXT_EXTENSIONS:
+        return "text"
+    return None
+
+
+def is_supported(path: Path) -> bool:
+    return kind_of(path) is not None
+
+
+# --- cleaning -------------------------------------------------------------------------
+
+_HIDDEN = re.compile(
+    "[\x00-\x08\x0e-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f"
+    "\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff9-\ufffb"
+    "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e007f\U000e0100-\U000e01ef]"
+)
+_BLANKS = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")
+_TRAILING = re.compile(r"[ \t]+\n")
+
+
+def clean_text(text: str) -> str:
+    """NFC, newlines unified, zero-width / bidi / control / tag characters removed."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x0b", "\n").replace("\x0c", "\n")
+    text = unicodedata.normalize("NFC", text)
+    text = _HIDDEN.sub("", text)
+    text = _TRAILING.sub("\n", text)
+    return _BLANKS.sub("\n\n", text).strip("\n")
+
+
+# --- encodings --------------------------------------------------------------------------
+
+
+def decode_bytes(data: bytes, name: str = "") -> str:
+    """Decode with BOM detection, then UTF-8, UTF-16 without BOM, cp1252, Latin-1.
+
+    Raises DocumentUnreadable("not a text file") for binary data.
+    """
+    for bom, codec in (
+        (b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe\x00\x00", "utf-32"),
+        (b"\x00\x00\xfe\xff", "utf-32"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"),
+    ):
+        if data.startswith(bom):
+            try:
+                return data.decode(codec)
+            except UnicodeDecodeError as exc:
+                raise DocumentUnreadable(name, f"broken {codec} text") from exc
+    head = data[:8192]
+    if head.startswith(BINARY_MAGIC):
+        raise DocumentUnreadable(name, "not a text file")
+    if b"\x00" in head:
+        guess = _utf16_without_bom(head)
+        if guess:
+            try:
+                return data.decode(guess)
+            except UnicodeDecodeError:
+                pass
+        raise DocumentUnreadable(name, "not a text file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        try:
+            text = data.decode("cp1252")
+        except UnicodeDecodeError:
+            text = data.decode("latin-1")
+    if _looks_binary(text[:8192]):
+        raise DocumentUnreadable(name, "not a text file")
+    return text
+
+
+def _utf16_without_bom(head: bytes) -> str | None:
+    even = head[0::2].count(0)
+    odd = head[1::2].count(0)
+    half = max(1, len(head) // 2)
+    if odd > 0.3 * half and even < 0.05 * half:
+        return "utf-16-le"
+    if even > 0.3 * half and odd < 0.05 * half:
+        return "utf-16-be"
+    return None
+
+
+def _looks_binary(sample: str) -> bool:
+    if not sample:
+        return False
+    bad = sum(1 for c in sample if (ord(c) < 32 and c not in "\n\r\t\f\v") or 0x7F <= ord(c) < 0xA0)
+    return bad > max(3, 0.05 * len(sample))
+
+
+def read_text_file(path: Path, limits: Limits) -> str:
+    size = path.stat().st_size
+    if size > limits.max_text_bytes:
+        raise DocumentUnreadable(
+            str(path), f"too large to index ({size_text(size)}; the limit is {size_text(limits.max_text_bytes)})"
+        )
+    with path.open("rb") as fh:
+        data = fh.read(limits.max_text_bytes + 1)
+    return decode_bytes(data, str(path))
+
+
+def size_text(n: int) -> str:
+    if n >= 1024 * MB:
+        return f"{n / (1024 * MB):.1f} GB"
+    if n >= MB:
+        return f"{n / MB:.0f} MB"
+    if n >= 1024:
+        return f"{n / 1024:.0f} KB"
+    return f"{n} bytes"
+
+
+# --- HTML ---------------------------------------------------------------------------------
+
+_SKIP_TAGS = {"script", "style", "noscript", "template", "head", "svg", "iframe", "object"}
+_BLOCK_TAGS = {
+    "p", "div", "br", "li", "ul", "ol", "tr", "table", "section", "article", "header",
+    "footer", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "blockquote", "hr", "dt", "dd",
+    "title", "main", "nav", "aside", "figure", "figcaption",
+}
+_VOID_TAGS = {"br", "hr", "img", "meta", "link", "input", "area", "base", "col", "wbr", "source"}
+_HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0", re.I)
+
+
+class _HtmlText(html.parser.HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.stack: list[tuple[str, bool]] = []  # (tag, hides its content)
+        self.hidden_depth = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attr = dict(attrs)
+        hides = (
+            tag in _SKIP_TAGS
+            or "hidden" in attr
+            or (attr.get("aria-hidden") or "").lower() == "true"
+            or bool(_HIDDEN_STYLE.search(attr.get("style") or ""))
+        )
+        if tag in _VOID_TAGS:
+            if tag in ("br", "hr") and not self.hidden_depth:
+                self.parts.append("\n")
+            return
+        self.stack.append((tag, hides))
+        if hides:
+            self.hidden_depth += 1
+        if tag in _BLOCK_TAGS and not self.hidden_depth:
+            self.parts.append("\n\n" if tag.startswith("h") or tag == "p" else "\n")
+            if tag in ("h1", "h2", "h3", "h4", "h5", "h6"):
+                self.parts.append("#" * int(tag[1]) + " ")
+
+    def handle_endtag(self, tag: str) -> None:
+        # Close up to the matching tag (HTML in the wild leaves tags unclosed).
+        for i in range(len(self.stack) - 1, -1, -1):
+            if self.stack[i][0] == tag:
+                for _t, hides in self.stack[i:]:
+                    if hides:
+                        self.hidden_depth -= 1
+                del self.stack[i:]
+                break
+        if tag in _BLOCK_TAGS and not self.hidden_depth:
+            self.parts.append("\n\n" if tag.startswith("h") or tag == "p" else "\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self.hidden_depth:
+            self.parts.append(data)
+
+
+def html_to_text(source: str) -> str:
+    parser = _HtmlText()
+    parser.feed(source)
+    parser.close()
+    text = "".join(parser.parts)
+    text = re.sub(r"[ \t\u00a0]+", " ", text)
+    return re.sub(r" *\n *", "\n", text)
+
+
+# --- CSV --------------------------------------------------------------------------------
+
+
+def csv_to_text(source: str, *, tab: bool = False) -> str:
+    """Rows as 'header: value; header: value' lines, so each row reads on its own."""
+    sample = source[:20000]
+    try:
+        dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")
+    except csv.Error:
+        dialect = csv.excel_tab if tab else csv.excel
+    reader = csv.reader(io.StringIO(source), dialect)
+    rows = [r for r in reader if any(c.strip() for c in r)]
+    if not rows:
+        return ""
+    try:
+        has_header = csv.Sniffer().has_header(sample)
+    except csv.Error:
+        has_header = False
+    if not has_header:
+        return "\n".join("; ".join(c.strip() for c in r) for r in rows)
+    header = [h.strip() or f"column {i + 1}" for i, h in enumerate(rows[0])]
+    lines = ["; ".join(header)]
+    for row in rows[1:]:
+        cells = [
+            f"{header[i] if i < len(header) else f'column {i + 1}'}: {c.strip()}"
+            for i, c in enumerate(row) if c.strip()
+        ]
+        lines.append("; ".join(cells))
+    return "\n".join(lines)
+
+
+# --- the entry point ---------------------------------------------------------------------
+
+
+def load_document(path: Path, limits: Limits | None = None) -> LoadedDocument:
+    """Read ``path`` into clean text units, or raise DocumentUnreadable with the reason."""
+    limits = limits or Limits()
+    kind = kind_of(path)
+    if kind is None:
+        raise DocumentUnreadable(str(path), f"not a supported document type ({path.suffix or 'no extension'})")
+    try:
+        if not path.is_file():
+            raise DocumentUnreadable(str(path), "not a file")
+        if kind in ("pdf", "docx"):
+            from core.rag.parse_child import parse_in_child
+
+            units = parse_in_child(path, kind, limits)
+        else:
+            raw = read_text_file(path, limits)
+            if kind == "html":
+                raw = html_to_text(raw)
+            elif kind == "csv":
+                raw = csv_to_text(raw, tab=path.suffix.lower() == ".tsv")
+            units = [TextUnit(raw[: limits.max_chars])]
+    except OSError as exc:
+        raise DocumentUnreadable(str(path), f"cannot read the file ({exc.strerror or exc})") from exc
+    cleaned = [TextUnit(clean_text(u.text), u.page) for u in units]
+    cleaned = [u for u in cleaned if u.text.strip()]
+    return LoadedDocument(path=path, kind=kind, units=cleaned)

@@ -1,0 +1,63 @@
+"""`corral kb`, `corral index` and `corral search` as a user types them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from core.cli import main
+from core.rag.store import close_stores
+from tests.fixtures.documents import make_pdf, write_corpus
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _close_stores():
+    yield
+    close_stores()
+
+
+def test_kb_index_search_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    docs = tmp_path / "docs"
+    write_corpus(docs, n_files=1, words=80)
+    make_pdf(docs / "guide.pdf", ["Cover page.", "Planets orbit the sun along elliptical paths."])
+    (docs / "locked.pdf").write_bytes(make_pdf(tmp_path / "l.pdf", ["x"], password="pw").read_bytes())
+
+    assert main(["kb", "create", "Guides"]) == 0
+    assert "created knowledge base 'Guides'" in capsys.readouterr().out
+
+    assert main(["index", str(docs), "--kb", "Guides", "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    files = {Path(r["path"]).name: r for r in lines if r["event"] == "file"}
+    assert files["locked.pdf"]["status"] == "skipped" and files["locked.pdf"]["reason"] == "encrypted PDF"
+    assert files["guide.pdf"]["status"] == "indexed" and files["guide.pdf"]["chunks"] == 2
+    assert lines[-1]["event"] == "done" and lines[-1]["indexed"] == 2
+
+    assert main(["search", "how do planets move", "--kb", "Guides", "-k", "2", "--json"]) == 0
+    hit = json.loads(capsys.readouterr().out)["hits"][0]
+    assert Path(hit["source"]).name == "guide.pdf" and hit["page"] == 2
+    assert set(hit) >= {"text", "source", "page", "chunk_index", "score"}
+
+    assert main(["search", "how do planets move", "--kb", "Guides", "-k", "1"]) == 0
+    assert "guide.pdf, page 2, chunk 1" in capsys.readouterr().out
+
+    assert main(["kb", "info", "Guides", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["files"] == 2 and info["embedder"] == "all-MiniLM-L6-v2"
+
+    assert main(["kb", "rm", "Guides"]) == 0
+    capsys.readouterr()
+    assert main(["search", "x", "--kb", "Guides"]) == 1
+    assert "no knowledge base called 'Guides'" in capsys.readouterr().err
+
+
+def test_index_creates_a_missing_kb_and_prints_a_summary(tmp_path: Path, capsys) -> None:
+    write_corpus(tmp_path / "d", n_files=1, words=50)
+    assert main(["index", str(tmp_path / "d"), "--kb", "quick"]) == 0
+    out = capsys.readouterr()
+    assert "indexed 1 files" in out.out and "created knowledge base 'quick'" in out.err
+    assert main(["kb", "list"]) == 0
+    assert capsys.readouterr().out.startswith("quick")
