@@ -10,6 +10,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QProgressBar,
     QPushButton,
     QScrollArea,
     QSpinBox,
@@ -19,6 +20,7 @@ from PySide6.QtWidgets import (
 
 from core.config import settings_path
 from desktop.context import AppContext
+from desktop.worker import Job, Worker
 
 EMBEDDER_MODES = [
     ("standard", "Standard — sentence-transformers (torch)"),
@@ -77,7 +79,17 @@ class SettingsPage(QWidget):
         for value, label in EMBEDDER_MODES:
             self.embedder_mode.addItem(label, value)
         self.embedder_mode.setCurrentIndex(max(0, self.embedder_mode.findData(s.embedder.mode)))
-        col.addWidget(_group("Embedder", [("Model", self.embedder), ("Speed mode", self.embedder_mode)]))
+        self.export_bar = QProgressBar()
+        self.export_bar.setFormat("Preparing the embedder for this CPU… %p%")
+        self.export_bar.hide()
+        self.export_note = QLabel("")
+        self.export_note.setObjectName("emptyState")
+        self.export_note.setWordWrap(True)
+        col.addWidget(_group("Embedder", [
+            ("Model", self.embedder), ("Speed mode", self.embedder_mode),
+            ("", self.export_bar), ("", self.export_note),
+        ]))
+        self._export: Worker | None = None
 
         self.temperature = QDoubleSpinBox()
         self.temperature.setRange(0.0, 2.0)
@@ -114,6 +126,57 @@ class SettingsPage(QWidget):
         s.chat.max_tokens = self.max_tokens.value()
         self.ctx.save_settings()
         self.ctx.status("Settings saved.")
+        if s.embedder.mode != "standard":
+            self.prepare_embedder()
+
+    def prepare_embedder(self) -> Worker:
+        """Export the fast/fastest embedder once (30-60 s), with progress, in a worker."""
+        s = self.ctx.settings.embedder
+        worker = Worker(_prepare_embedder, s.mode, s.default)
+        worker.signals.progress.connect(self._export_progress)
+        worker.signals.finished.connect(self._export_finished)
+        worker.signals.failed.connect(self._export_failed)
+        self.export_bar.setValue(0)
+        self.export_note.setText("")
+        self._export = self.ctx.jobs.start(worker, group="embedder-export")
+        return worker
+
+    def _export_progress(self, fraction: float, text: str) -> None:
+        self.export_bar.show()
+        if fraction >= 0:
+            self.export_bar.setValue(int(fraction * 100))
+        self.export_note.setText(text)
+
+    def _export_finished(self, ready_before: bool) -> None:
+        self.export_bar.hide()
+        mode = self.ctx.settings.embedder.mode
+        self.export_note.setText(f"The {mode} embedder is ready." if not ready_before else "")
+
+    def _export_failed(self, exc: object) -> None:
+        self.export_bar.hide()
+        self.export_note.setText(
+            self.ctx.show_error(exc if isinstance(exc, BaseException) else str(exc))
+            + " Indexing uses the standard embedder until this works."
+        )
+
+    def shutdown(self) -> None:
+        if self._export is not None:
+            self._export.cancel()
+
+
+def _prepare_embedder(job: Job, mode: str, spec: str) -> bool:
+    """True when the export already existed (nothing to do)."""
+    from core.rag.fast_embedder import fast_embedder_ready, prepare_fast_embedder
+
+    if fast_embedder_ready(mode, spec):
+        return True
+
+    def progress(fraction: float | None, text: str = "") -> None:
+        job.check()  # raising Cancelled here stops the export child cleanly
+        job.progress(fraction, text)
+
+    prepare_fast_embedder(mode, spec, progress=progress)
+    return False
 
 
 def _group(title: str, rows: list[tuple[str, QWidget]]) -> QGroupBox:
