@@ -1,0 +1,128 @@
+"""Render the README's screenshots: each main page with real content, offscreen.
+
+A throw-away CORRAL_HOME is filled the way a user would fill it (through `corral`
+subcommands: a tiny random-weight GGUF imported, the sample documents indexed, one chat
+stored), then the window is opened and each page is driven a little and grabbed.
+
+Run: QT_QPA_PLATFORM=offscreen python packaging/readme_screenshots.py [OUT_DIR]
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "resources" / "samples"
+
+
+def corral(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "desktop.launcher", *args], check=True, cwd=ROOT)
+
+
+def prepare_home(home: Path) -> Path:
+    sys.path.insert(0, str(ROOT))
+    from tests.fixtures.gguf import make_tiny_gguf
+
+    model = make_tiny_gguf(home / "tiny-llama.gguf")
+    corral("models", "import", str(model), "--name", "tiny-llama")
+    corral("kb", "create", "samples")
+    corral("index", str(SAMPLES), "--kb", "samples")
+    corral("chat", "tiny-llama", "--max-tokens", "40", "--seed", "7", "Hello, what is a llama?")
+    return model
+
+
+def main() -> int:
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "resources" / "screenshots")
+    out.mkdir(parents=True, exist_ok=True)
+    home = Path(tempfile.mkdtemp(prefix="corral-demo-"))
+    os.environ["CORRAL_HOME"] = str(home)
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    os.environ.setdefault("CORRAL_ENGINE_THREADS", "1")
+    prepare_home(home)
+
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    from desktop.app import MainWindow, create_app
+    from desktop.context import AppContext
+
+    create_app()
+    window = MainWindow(AppContext())
+    window.resize(1280, 800)
+    window.show()
+
+    def settle(ms: int = 400) -> None:
+        loop = QEventLoop()
+        QTimer.singleShot(ms, loop.quit)
+        loop.exec()
+
+    def wait_idle(limit_s: float = 120.0) -> None:
+        waited = 0.0
+        while window.ctx.jobs.running and waited < limit_s:
+            settle(200)
+            waited += 0.2
+        settle(300)
+
+    def shoot(title: str) -> None:
+        window.show_page(title)
+        settle()
+        window.grab().save(str(out / f"{title.lower()}.png"))
+        print(out / f"{title.lower()}.png")
+
+    pages = {title: window.page(title) for title in ("Models", "Chat", "Documents", "Tokens", "Embeddings")}
+    wait_idle()
+    models = pages["Models"]
+    models.select_ref("tiny-llama")
+    wait_idle()
+    shoot("Models")
+
+    chat = pages["Chat"]
+    chat.conversations.list.setCurrentRow(0)
+    wait_idle()
+    shoot("Chat")
+
+    docs = pages["Documents"]
+    docs.kb_list.setCurrentRow(0)
+    wait_idle()
+    shoot("Documents")
+
+    tokens = pages["Tokens"]
+    tokens.model_ref.setCurrentText("tiny-llama")
+    tokens.text.setPlainText("Hello, wörld! Llamas 🦙 tokenize [INST] differently.")
+    tokens.tokenize()
+    wait_idle()
+    shoot("Tokens")
+
+    emb = pages["Embeddings"]
+    emb.set_sentences([
+        "A llama is a South American camelid.",
+        "Alpacas are kept for their soft fibre.",
+        "Ollama serves local models over HTTP.",
+        "llama.cpp runs GGUF files on the CPU.",
+        "Llama Guard classifies conversations as safe or unsafe.",
+        "The weather is sunny today.",
+    ])
+    emb.compute_matrix()
+    wait_idle()
+    shoot("Embeddings")
+    emb.tabs.setCurrentIndex(1)
+    emb.refresh_knowledge_bases()
+    wait_idle()
+    emb.compute_map()
+    wait_idle()
+    window.show_page("Embeddings")
+    settle()
+    window.grab().save(str(out / "corpus-map.png"))
+    print(out / "corpus-map.png")
+
+    shoot("Safety")
+    shoot("Settings")
+    window.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
