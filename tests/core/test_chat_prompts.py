@@ -16,9 +16,8 @@ from core.prompts.formats import ModelTemplate, normalise_format, pick_format, r
 from core.prompts.template import render_chat_template
 from tests.fixtures.gguf import LLAMA2_CHAT_TEMPLATE
 
-VECTORS = Path("/work/shared/specs/vectors")
-if not VECTORS.exists():  # a checkout elsewhere keeps a copy next to the tests
-    VECTORS = Path(__file__).parent / "vectors"
+# Copies of ../shared/specs/vectors, kept with the tests.
+VECTORS = Path(__file__).resolve().parents[1] / "data" / "vectors"
 
 SYSTEM = "You are a helpful assistant."
 U1, A1, U2 = "What is the capital of France?", "The capital of France is Paris.", "And of Germany?"

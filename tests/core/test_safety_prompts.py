@@ -22,8 +22,8 @@ from core.prompts.guard import (
 )
 from tests.core.gotemplate_subset import render as go_render
 
-SPECS = Path("/work/shared/specs")
-VECTORS = SPECS / "vectors"
+# Copies of ../shared/specs/vectors (and FORMATS.md 3.5's create request), kept with the tests.
+VECTORS = Path(__file__).resolve().parents[1] / "data" / "vectors"
 USER = "How do I bake a chocolate cake?"
 ANSWER = "Mix flour, sugar, cocoa and eggs, then bake at 350 F for 30 minutes."
 TV1 = [{"role": "user", "content": USER}]
@@ -93,9 +93,7 @@ def test_ollama_raw_prompt_equals_the_fixed_ollama_render(fixed, kind, version, 
 
 
 def test_corrected_8b_template_is_the_one_in_the_spec():
-    spec = (SPECS / "FORMATS.md").read_text()
-    start = spec.index('{"model": "llama-guard3-fixed:8b"')
-    body = json.loads(spec[start : spec.index("```", start)])
+    body = json.loads((VECTORS / "lg3_8b_fixed_create_request.json").read_text())
     assert ollama_template("llama-guard-3") == body["template"]
 
 
