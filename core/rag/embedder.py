@@ -13,6 +13,7 @@ Contract shared with other areas (issue 7, issue 8): every embedder has ``name``
 
 from __future__ import annotations
 
+import abc
 import json
 import logging
 import os
@@ -254,10 +255,36 @@ class SentenceTransformerEmbedder(_WordPieceTokens):
         return _normalise(vectors, self.dimension)
 
 
+class _ProbedDimension(abc.ABC):
+    """For embedders that learn their dimension from the first vectors they return."""
+
+    _dimension: int | None
+
+    @abc.abstractmethod
+    def _raw_vectors(self, texts: list[str]) -> Any:
+        """The backend's own call: one vector (any sequence of floats) per text."""
+
+    @property
+    def dimension(self) -> int:
+        if self._dimension is None:
+            self._dimension = int(self.embed(["dimension probe"]).shape[1])
+        return self._dimension
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        arr = _normalise(self._raw_vectors(texts))
+        if arr.shape[0] != len(texts):
+            raise CorralError(f"the embedder returned {arr.shape[0]} vectors for {len(texts)} texts")
+        self._dimension = int(arr.shape[1])
+        return arr
+
+
 # --- Ollama ----------------------------------------------------------------------------
 
 
-class OllamaEmbedder(_WordPieceTokens):
+class OllamaEmbedder(_ProbedDimension, _WordPieceTokens):
     """An Ollama embedding model through ``/api/embed``.
 
     Ollama does not expose the model's tokenizer, so chunks are measured with MiniLM's
@@ -291,30 +318,14 @@ class OllamaEmbedder(_WordPieceTokens):
                 self._client = OllamaClient.from_settings(Settings.load())
         return self._client
 
-    @property
-    def dimension(self) -> int:
-        if self._dimension is None:
-            self._dimension = int(self.embed(["dimension probe"]).shape[1])
-        return self._dimension
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        texts = list(texts)
-        if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        vectors = self._get_client().embed(self.model_name, texts)
-        arr = _normalise(vectors)
-        if arr.shape[0] != len(texts):
-            raise CorralError(
-                f"Ollama returned {arr.shape[0]} embeddings for {len(texts)} texts"
-            )
-        self._dimension = int(arr.shape[1])
-        return arr
+    def _raw_vectors(self, texts: list[str]) -> Any:
+        return self._get_client().embed(self.model_name, texts)
 
 
 # --- GGUF through the engine child -------------------------------------------------------
 
 
-class GgufEmbedder:
+class GgufEmbedder(_ProbedDimension):
     """A GGUF embedding model run by llama.cpp in the engine child process."""
 
     mode = "standard"
@@ -351,19 +362,8 @@ class GgufEmbedder:
             self._engine = eng
         return self._engine
 
-    @property
-    def dimension(self) -> int:
-        if self._dimension is None:
-            self._dimension = int(self.embed(["dimension probe"]).shape[1])
-        return self._dimension
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        texts = list(texts)
-        if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        arr = _normalise(self.engine.embed(texts))
-        self._dimension = int(arr.shape[1])
-        return arr
+    def _raw_vectors(self, texts: list[str]) -> Any:
+        return self.engine.embed(texts)
 
     def count_tokens(self, text: str) -> int:
         return len(self.engine.tokenize(text, add_bos=True, special=False))
