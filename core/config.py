@@ -104,6 +104,8 @@ class ChatSettings:
     prompt_format: str = "auto"  # auto, llama2, codellama, codellama70b, model
     special_tags: str = "refuse"  # control tags inside messages: refuse (Meta) or defuse
     drop_oldest: bool = False  # on context overflow, drop the oldest turns instead of asking
+    documents_k: int = 4  # "Use documents": passages retrieved per turn
+    documents_threshold: float = 0.1  # ... and the least cosine similarity one must have
 
 
 @dataclass

@@ -32,6 +32,10 @@ class TurnGuard:
         self._announce("output", getattr(self.guard, "check_outputs", True))
         return self.guard.check_output(messages, conversation_id=conversation_id)
 
+    def check_documents(self, chunks: list[str], *, conversation_id: str = "") -> Any:
+        self._announce("documents", True)
+        return self.guard.check_documents(chunks, conversation_id=conversation_id)
+
 
 class ChatGuard:
     """Holds the chat's GuardService (``core.safety.guard.guard_from_settings``), or None when
@@ -41,6 +45,7 @@ class ChatGuard:
 
     def __init__(self) -> None:
         self.service: Any = None
+        self.documents = False  #: retrieved passages are checked too
         self._key = ""
 
     def update(self, settings: Any) -> bool:
@@ -51,6 +56,7 @@ class ChatGuard:
             return False
         self._key = key
         self.service = None
+        self.documents = bool(settings.safety.check_documents)
         from core.safety.guard import guard_from_settings
 
         self.service = guard_from_settings(settings)
@@ -62,6 +68,7 @@ class ChatGuard:
         if g is None:
             return "Safety checks off", "Choose a guard model on the Safety page."
         checks = [name for name, on in (("your messages", g.check_inputs),
-                                        ("answers", g.check_outputs)) if on]
-        return (f"Guard: {g.guard_model}",
-                f"{g.guard_model} ({g.version.key}) checks {' and '.join(checks)}.")
+                                        ("answers", g.check_outputs),
+                                        ("document passages", self.documents)) if on]
+        listed = " and ".join([", ".join(checks[:-1]), checks[-1]] if len(checks) > 1 else checks)
+        return (f"Guard: {g.guard_model}", f"{g.guard_model} ({g.version.key}) checks {listed}.")

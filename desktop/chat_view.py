@@ -14,6 +14,7 @@ from PySide6.QtGui import QGuiApplication, QTextCharFormat, QTextCursor, QTextDo
 from PySide6.QtWidgets import QTextBrowser, QWidget
 
 from core.chat.export import stats_line
+from core.chat.hooks import citation_label, left_out_note, split_citations
 from core.chat.markdown import split_blocks
 from core.chat.store import ChatMessage
 
@@ -174,14 +175,29 @@ class TranscriptView(QTextBrowser):
             if msg.interrupted and msg.error:
                 line += f" — {msg.error}"
             foot = f"<p style='color:#78909c; font-size:small'>{html.escape(line)}</p>"
-            for c in msg.citations or []:
-                page = f", page {c.get('page')}" if c.get("page") not in (None, "") else ""
-                score = c.get("score")
-                label = (f"[{c.get('n')}] {html.escape(str(c.get('source', '')))}{page}"
-                         + (f" (score {float(score):.2f})" if score is not None else ""))
-                target = f"cite:{msg.id}:{int(c.get('n') or 0)}"
-                foot += f"<p style='font-size:small; margin:0'>{_link(target, label)}</p>"
+            foot += self.citations_html(msg)
         return head + body + foot
+
+    @staticmethod
+    def citations_html(msg: ChatMessage) -> str:
+        """The answer's numbered references (each opens its chunk), then what was left out."""
+        if msg.citations == []:  # grounding was on, and nothing was close enough
+            return ("<p style='font-size:small; color:#7a5300; margin:0'>No passage of the "
+                    "knowledge base was close enough to the question: this answer is not "
+                    "grounded in your documents.</p>")
+        used, left = split_citations(msg.citations)
+        out = ""
+        if used:
+            out += ("<p style='font-size:small; color:#607d8b; margin-bottom:0'>"
+                    "Sources (click one to read the passage)</p>")
+        for c in used:
+            target = f"cite:{msg.id}:{int(c.get('n') or 0)}"
+            out += (f"<p style='font-size:small; margin:0'>&nbsp;&nbsp;"
+                    f"{_link(target, html.escape(citation_label(c)))}</p>")
+        for c in left:
+            out += (f"<p style='font-size:small; color:#7a5300; margin:0'>"
+                    f"{html.escape(left_out_note(c))}</p>")
+        return out
 
     def body_html(self, msg: ChatMessage) -> str:
         scan = self.scan_code and msg.role == "assistant"

@@ -6,6 +6,7 @@ import datetime
 import json
 from typing import Any
 
+from core.chat.hooks import citation_label, left_out_note, split_citations
 from core.chat.store import ChatMessage, HistoryStore
 
 
@@ -60,9 +61,9 @@ def to_markdown(store: HistoryStore, cid: int) -> str:
             v = msg.verdict
             cats = ", ".join(str(c) for c in v.get("categories") or [])
             lines += [f"> Safety: {v.get('verdict', '?')}" + (f" ({cats})" if cats else ""), ""]
-        for c in msg.citations or []:
-            page = f", page {c['page']}" if c.get("page") not in (None, "") else ""
-            lines.append(f"[{c.get('n')}] {c.get('source')}{page}")
+        used, left = split_citations(msg.citations)
+        lines += [f"- {citation_label(c)}: `{c.get('source')}`" for c in used]
+        lines += [f"- {left_out_note(c)}" for c in left]
         if msg.citations:
             lines.append("")
     return "\n".join(lines).rstrip() + "\n"

@@ -8,6 +8,7 @@ that go into the prompt inside clear delimiters and are stored as citations.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import PurePath
 from typing import Any, Protocol
 
 from core.prompts.base import defuse
@@ -30,6 +31,13 @@ class Guard(Protocol):
                      conversation_id: str = "") -> Verdict | None: ...
 
 
+class DocumentGuard(Protocol):
+    """A guard that can judge retrieved passages before they enter a prompt."""
+
+    def check_documents(self, chunks: Sequence[str], *,
+                        conversation_id: str = "") -> Sequence[Verdict]: ...
+
+
 Retrieval = Callable[[str], Sequence[Any]]
 
 #: Control tags of every format Corral writes; retrieved text never carries them into a prompt.
@@ -43,11 +51,13 @@ def _field(hit: Any, name: str, default: Any = None) -> Any:
     return getattr(hit, name, default)
 
 
-def citation(hit: Any, number: int) -> dict[str, Any]:
+def citation(hit: Any, number: int | None) -> dict[str, Any]:
     """The JSON-able record of one retrieved chunk, as stored on the answer."""
+    source = str(_field(hit, "source", "") or "")
     return {
         "n": number,
-        "source": str(_field(hit, "source", "") or ""),
+        "source": source,
+        "file_name": str(_field(hit, "file_name", "") or "") or PurePath(source).name,
         "page": _field(hit, "page"),
         "chunk_index": _field(hit, "chunk_index"),
         "score": _field(hit, "score"),
@@ -55,19 +65,97 @@ def citation(hit: Any, number: int) -> dict[str, Any]:
     }
 
 
+def left_out(hit: Any, verdict: Verdict) -> dict[str, Any]:
+    """The record of a retrieved chunk the guard kept out of the prompt (its text is not kept)."""
+    return {**citation(hit, None), "text": "", "left_out": True, "verdict": verdict.to_dict()}
+
+
+def cited_where(cite: dict[str, Any]) -> str:
+    """'guide.pdf, page 2' (the file's name; the page only when the source has pages)."""
+    name = str(cite.get("file_name") or "") or PurePath(str(cite.get("source") or "")).name
+    page = cite.get("page")
+    return (name or "?") + (f", page {page}" if page not in (None, "") else "")
+
+
+def citation_label(cite: dict[str, Any]) -> str:
+    """'[1] guide.pdf, page 2 (score 0.53)': one reference under an answer."""
+    score = cite.get("score")
+    tail = f" (score {float(score):.2f})" if isinstance(score, (int, float)) else ""
+    return f"[{cite.get('n')}] {cited_where(cite)}{tail}"
+
+
+def left_out_note(cite: dict[str, Any]) -> str:
+    """Why a retrieved passage is missing from the prompt, as a sentence."""
+    verdict = cite.get("verdict") or {}
+    codes = [str(c) for c in verdict.get("categories") or []]
+    names = [str(n) for n in verdict.get("category_names") or []]
+    cats = ", ".join(f"{c} {names[i]}" if i < len(names) else c for i, c in enumerate(codes))
+    why = {"unsafe": "judged unsafe by the safety guard" + (f" ({cats})" if cats else ""),
+           "unknown": "which the safety guard could not judge"}.get(
+        str(verdict.get("verdict")), "flagged by the safety guard")
+    return f"Left out of the prompt: a passage from {cited_where(cite)}, {why}."
+
+
+def split_citations(cites: Sequence[dict[str, Any]] | None
+                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(references that entered the prompt, passages the guard left out)."""
+    cites = list(cites or [])
+    return ([c for c in cites if not c.get("left_out")], [c for c in cites if c.get("left_out")])
+
+
+def cite_retrieved(hits: Sequence[Any], guard: Any = None, *, check_documents: bool = False,
+                   conversation_id: str = "") -> tuple[list[Any], list[dict[str, Any]]]:
+    """The hits that may enter a prompt (screened by the guard when ``check_documents``), and
+    the citations to store: those hits numbered [1], [2] ..., then the passages left out."""
+    hits = list(hits)
+    left: list[dict[str, Any]] = []
+    if check_documents and guard is not None and hits:
+        hits, left = screen(hits, guard, conversation_id=conversation_id)
+    return hits, [citation(h, i) for i, h in enumerate(hits, 1)] + left
+
+
+def screen(hits: Sequence[Any], guard: Any, *, conversation_id: str = ""
+           ) -> tuple[list[Any], list[dict[str, Any]]]:
+    """Retrieved hits a DocumentGuard lets into a prompt, and records of those it left out
+    (its policy blocks them: judged unsafe, or not judged while failing closed)."""
+    check = getattr(guard, "check_documents", None)
+    if check is None or not hits:
+        return list(hits), []
+    verdicts = list(check([str(_field(h, "text", "") or "") for h in hits],
+                          conversation_id=conversation_id))
+    kept: list[Any] = []
+    out: list[dict[str, Any]] = []
+    for hit, verdict in zip(hits, verdicts, strict=True):
+        if verdict is not None and verdict.action == "block":
+            out.append(left_out(hit, verdict))
+        else:
+            kept.append(hit)
+    return kept, out
+
+
+def _as_hit(hit_type: Any, hit: Any) -> Any:
+    c = citation(hit, None)
+    page = c["page"]
+    return hit_type(text=c["text"], source=c["source"],
+                    page=int(page) if isinstance(page, (int, float)) else None,
+                    chunk_index=int(c["chunk_index"] or 0), score=float(c["score"] or 0.0),
+                    id=str(_field(hit, "id", "") or ""),
+                    file_name=str(_field(hit, "file_name", "") or ""))
+
+
 def grounded_question(question: str, hits: Sequence[Any]) -> str:
     """The user's question with the retrieved chunks before it, clearly marked as data."""
     try:  # the documents area owns the wording and the delimiters when it is there
-        from core.rag.retriever import format_context
-
-        context = format_context(list(hits))
-        return f"{defuse(context, ALL_TAGS)}\n\nQuestion: {question}"
-    except (ImportError, AttributeError, TypeError):
+        from core.rag.retriever import Hit, format_context
+    except ImportError:
         pass
+    else:
+        as_hits = [h if isinstance(h, Hit) else _as_hit(Hit, h) for h in hits]
+        return f"{defuse(format_context(as_hits), ALL_TAGS)}\n\nQuestion: {question}"
     blocks = []
     for i, hit in enumerate(hits, 1):
         c = citation(hit, i)
-        where = c["source"] + (f", page {c['page']}" if c["page"] not in (None, "") else "")
+        where = cited_where(c)
         blocks.append(f"[{i}] ({where})\n{defuse(c['text'], ALL_TAGS)}")
     docs = "\n\n".join(blocks)
     return (

@@ -1,23 +1,46 @@
 """Adapter from a knowledge base name to the chat turn runner's ``retrieval`` callable
 (query -> hits with text, source, page, chunk_index, score). The documents area owns the
-retriever; this only wires it."""
+retriever; this only wires it, with the chat settings' number of hits and score threshold."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from core.chat.hooks import Retrieval
+
+class KbRetrieval:
+    """Callable: the best ``k`` chunks of one knowledge base for a query. close() when done."""
+
+    def __init__(self, kb: Any, *, k: int = 4, threshold: float = 0.0) -> None:
+        from core.rag.retriever import Retriever
+
+        self.kb = kb
+        self.name = str(kb.name)
+        self.k = k
+        self.threshold = threshold
+        try:
+            self.retriever = Retriever(kb)  # loads the embedder, checks it matches
+        except BaseException:
+            kb.close()
+            raise
+
+    def __call__(self, query: str) -> Sequence[Any]:
+        return self.retriever.search(query, self.k, threshold=self.threshold)
+
+    def close(self) -> None:
+        self.kb.close()
 
 
-def open_retrieval(kb: str, settings: Any = None, *, k: int = 4) -> Retrieval:
-    """Open the knowledge base now (clear errors early: not found, embedder mismatch ...)."""
+def open_retrieval(kb: str, settings: Any = None, *, k: int | None = None,
+                   threshold: float | None = None) -> KbRetrieval:
+    """Open the knowledge base now (clear errors early: not found, embedder mismatch ...).
+    ``k`` and ``threshold`` default to the chat settings (documents_k, documents_threshold)."""
+    from core.config import Settings
     from core.rag.knowledge_base import open_kb
-    from core.rag.retriever import Retriever
 
-    retriever = Retriever(open_kb(kb, settings=settings))
-
-    def retrieve(query: str) -> Sequence[Any]:
-        return retriever.search(query, k)
-
-    return retrieve
+    settings = settings or Settings.load()
+    chat = settings.chat
+    return KbRetrieval(open_kb(kb, settings=settings),
+                       k=k if k is not None else int(chat.documents_k),
+                       threshold=(threshold if threshold is not None
+                                  else float(chat.documents_threshold)))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.chat.backends import ChatBackend, PreparedPrompt
-from core.chat.hooks import Guard, Retrieval, citation, grounded_question
+from core.chat.hooks import Guard, Retrieval, cite_retrieved, grounded_question
 from core.chat.params import GenerationParams
 from core.chat.store import ChatMessage, Conversation, HistoryStore
 from core.errors import ContextOverflow, CorralError, PromptFormatError
@@ -68,6 +68,7 @@ class ChatSession:
         guard: Guard | None = None,
         retrieval: Retrieval | None = None,
         kb: str = "",
+        check_documents: bool = False,
     ) -> None:
         self.backend = backend
         self.store = store
@@ -80,6 +81,8 @@ class ChatSession:
         self.guard = guard
         self.retrieval = retrieval
         self.kb = kb
+        #: retrieved passages go through the guard's check_documents before the prompt
+        self.check_documents = check_documents
         self._format: str | None = None
 
     # --- what goes into the prompt ---------------------------------------------------
@@ -94,6 +97,16 @@ class ChatSession:
             else:
                 self._format = normalise_format(self.requested_format)
         return self._format
+
+    def retrieve(self, question: str) -> tuple[list[Any], list[dict[str, Any]]]:
+        """What retrieval gives this question, nothing generated: (the hits that enter the
+        prompt, their citations numbered [1], [2] ... followed by records of the passages the
+        guard leaves out when ``check_documents``). Both empty without retrieval."""
+        if self.retrieval is None:
+            return [], []
+        cid = str(self.conversation.id) if self.conversation is not None else ""
+        return cite_retrieved(self.retrieval(question), self.guard,
+                              check_documents=self.check_documents, conversation_id=cid)
 
     def history(self) -> list[ChatMessage]:
         return self.store.messages(self.conversation.id) if self.conversation else []
@@ -190,8 +203,7 @@ class ChatSession:
               truncate_at: int | None = None) -> Iterator[ChatEvent]:
         # Everything that can fail cheaply fails before anything is stored or sent.
         asked = question if question is not None else self._pending_question(history)
-        hits: Sequence[Any] = self.retrieval(asked) if self.retrieval is not None else []
-        cites = [citation(h, i) for i, h in enumerate(hits, 1)]
+        hits, cites = self.retrieve(asked)
         sent_question = grounded_question(asked, hits) if hits else asked
         messages = self.prompt_messages(history, None if question is None else question)
         messages[-1] = Message("user", sent_question)
@@ -231,7 +243,8 @@ class ChatSession:
                 return
         answer = self.store.add_message(
             conv.id, "assistant", "", model=self.model_ref, format=self.format,
-            params=self.params.to_dict(), streaming=1, citations=cites or None)
+            params=self.params.to_dict(), streaming=1,
+            citations=cites if self.retrieval is not None else None)  # []: nothing matched
         yield from self._stream(answer, prompt, plain, conv.id)
 
     def _stream(self, answer: ChatMessage, prompt: PreparedPrompt, plain: list[dict[str, str]],

@@ -30,7 +30,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stop", action="append", default=[], metavar="S",
                         help="stop string (repeatable)")
     parser.add_argument("--no-save", action="store_true", help="do not store the conversation")
-    parser.add_argument("--kb", metavar="NAME", help="ground the answer in a knowledge base")
+    parser.add_argument("--kb", metavar="NAME",
+                        help="ground the answer in a knowledge base; its references follow it")
+    parser.add_argument("--hits", type=int, metavar="N",
+                        help="passages retrieved per turn with --kb (default: settings, 4)")
+    parser.add_argument("--threshold", type=float, metavar="T",
+                        help="least cosine similarity of a passage (default: settings, 0.1)")
     parser.add_argument("--conversation", type=int, metavar="ID",
                         help="continue a stored conversation")
     parser.add_argument("--drop-oldest", action="store_true",
@@ -68,14 +73,19 @@ def run(args: argparse.Namespace) -> int:
         options["fmt"] = args.format
     if args.system is not None:
         options["system"] = args.system
-    if args.kb:
+    kb = args.kb
+    if not kb and args.conversation:  # a grounded conversation stays grounded
+        kb = store.conversation(args.conversation).kb
+    if kb:
         from core.chat.retrieval import open_retrieval
 
-        options["retrieval"] = open_retrieval(args.kb, settings)
-        options["kb"] = args.kb
+        options["retrieval"] = open_retrieval(kb, settings, k=args.hits,
+                                              threshold=args.threshold)
+        options["kb"] = kb
     guard = _guard(settings)
     if guard is not None:
         options["guard"] = guard
+        options["check_documents"] = bool(settings.safety.check_documents)
     if args.conversation:
         session = open_session(backend, store, args.conversation, **options)
     else:
@@ -149,8 +159,25 @@ def _turn(session: Any, text: str, args: argparse.Namespace) -> int:
         print_json(out)
     elif final is not None:
         sys.stdout.write("\n")
+        _print_references(final.citations, session.kb)
         sys.stdout.flush()
         line = stats_line(final)
         if line:
             print(line, file=sys.stderr)
     return 3 if blocked else 0
+
+
+def _print_references(citations: list[dict[str, Any]] | None, kb: str) -> None:
+    """The numbered references of a grounded answer, then the passages the guard left out."""
+    from core.chat.hooks import citation_label, left_out_note, split_citations
+
+    used, left = split_citations(citations)
+    if kb and not citations:
+        print(f"No passage of knowledge base '{kb}' was close enough to the question; "
+              "the answer is not grounded.", file=sys.stderr)
+    if used:
+        print("\nReferences:")
+        for cite in used:
+            print(f"  {citation_label(cite)}")
+    for cite in left:
+        print(left_out_note(cite))

@@ -394,7 +394,8 @@ def guard_from_settings(settings: Settings, *, audit: AuditLog | bool = True
                         ) -> GuardService | None:
     """The chat's guard, or None when checks are off or no guard model is chosen."""
     s = settings.safety
-    if not s.enabled or not s.guard_model.strip() or not (s.check_input or s.check_output):
+    if not s.enabled or not s.guard_model.strip() or not (s.check_input or s.check_output
+                                                           or s.check_documents):
         return None
     return GuardService.from_settings(settings, audit=audit)
 

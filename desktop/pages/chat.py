@@ -16,7 +16,6 @@ from typing import Any
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
-    QCheckBox,
     QComboBox,
     QFileDialog,
     QHBoxLayout,
@@ -33,13 +32,25 @@ from PySide6.QtWidgets import (
 
 from core.chat.params import GenerationParams
 from core.chat.store import HistoryStore
-from core.errors import ContextOverflow
+from core.errors import Cancelled, ContextOverflow
 from desktop.chat_panels import ContextMeter, ConversationList, ParamsForm, PromptInspector
 from desktop.chat_safety import ChatGuard, TurnGuard
+from desktop.chat_sources import (
+    KbChooser,
+    SourcesPanel,
+    answer_summary,
+    preview,
+    preview_summary,
+)
 from desktop.chat_view import TranscriptView, verdict_sentence
 from desktop.worker import Worker
 
 BATCH_S = 0.03
+CHECKING = {"input": "Checking your message with the safety guard …",
+            "output": "Checking the answer with the safety guard …",
+            "documents": "Checking the retrieved passages with the safety guard …"}
+NO_KB_CHOSEN = ("Choose a knowledge base for “Use documents” (create one on the Documents "
+                "page), or turn the switch off.")
 FORMAT_CHOICES = [("Auto (from the model)", "auto"), ("Llama 2 / Code Llama", "llama2"),
                   ("Code Llama 70B", "codellama70b"), ("Model's own template", "model")]
 
@@ -87,6 +98,8 @@ def _stream_turn(job: Any, make_events: Any) -> int | None:
 class ChatPage(QWidget):
     #: a turn ended (answered, blocked, stopped or failed) and the transcript shows it
     turn_done = Signal()
+    #: a "Retrieval only" search ended and the Sources panel shows what it found (or why not)
+    retrieval_done = Signal()
 
     def __init__(self, ctx: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -134,10 +147,8 @@ class ChatPage(QWidget):
         self.params_form = ParamsForm(GenerationParams.from_settings(chat))
         self.params_form.setVisible(False)
         self.params_button.toggled.connect(self.params_form.setVisible)
-        self.use_docs = QCheckBox("Use documents")
-        self.kb_box = QComboBox()
-        self.kb_box.setEnabled(False)
-        self.use_docs.toggled.connect(self._docs_toggled)
+        self.kbs = KbChooser(self.ctx, self)
+        self.use_docs, self.kb_box = self.kbs.use_docs, self.kbs.kb_box
         self.inspect_button = QToolButton()
         self.inspect_button.setText("Inspect prompt")
         self.inspect_button.setCheckable(True)
@@ -150,7 +161,6 @@ class ChatPage(QWidget):
             first.addWidget(w)
         first.addStretch(1)
         first.addWidget(self.guard_note)
-        self.kb_box.setMinimumWidth(160)
         for w in (self.params_button, self.use_docs, self.kb_box, self.inspect_button):
             second.addWidget(w)
         second.addStretch(1)
@@ -175,12 +185,18 @@ class ChatPage(QWidget):
         self.send_button.setObjectName("primary")
         self.stop_button = QPushButton("Stop")
         self.stop_button.setEnabled(False)
+        self.retrieval_button = QPushButton("Retrieval only")
+        self.retrieval_button.setToolTip("Show the passages the knowledge base gives the typed "
+                                         "message, with their scores, without generating.")
+        self.retrieval_button.setEnabled(False)
+        self.use_docs.toggled.connect(self.retrieval_button.setEnabled)
         self.error = QLabel("")
         self.error.setObjectName("errorText")
         self.error.setWordWrap(True)
         buttons = QVBoxLayout()
         buttons.addWidget(self.send_button)
         buttons.addWidget(self.stop_button)
+        buttons.addWidget(self.retrieval_button)
         bottom = QHBoxLayout()
         bottom.addWidget(self.input, 1)
         bottom.addLayout(buttons)
@@ -204,13 +220,17 @@ class ChatPage(QWidget):
         split.addWidget(self.conversations)
         split.addWidget(center)
         split.addWidget(self.inspector)
-        split.setSizes([200, 700, 320])
+        self.sources = SourcesPanel()
+        self.sources.setVisible(False)
+        split.addWidget(self.sources)
+        split.setSizes([200, 700, 320, 320])
         split.setStretchFactor(1, 1)
         outer = QVBoxLayout(self)
         outer.addWidget(split)
         # wiring
         self.send_button.clicked.connect(self.send)
         self.stop_button.clicked.connect(self.stop)
+        self.retrieval_button.clicked.connect(self.retrieval_only)
         QShortcut(QKeySequence("Ctrl+Return"), self.input, activated=self.send)
         QShortcut(QKeySequence("Escape"), self.input, activated=self._cancel_edit)
         self.model_box.lineEdit().editingFinished.connect(
@@ -294,12 +314,12 @@ class ChatPage(QWidget):
         from core.chat.session import ChatSession
 
         conv = self.store.conversation(self.conversation_id) if self.conversation_id else None
-        kb = self.kb_box.currentText() if self.use_docs.isChecked() else ""
         return ChatSession(
             self.backend, store=self.store, conversation=conv, model_ref=self.backend_ref,
             fmt=self.chosen_format(), system=self.system_edit.toPlainText(),
             params=self.params_form.params(), tags=self.ctx.settings.chat.special_tags,
-            guard=guard, retrieval=retrieval, kb=kb)
+            guard=guard, retrieval=retrieval, kb=self.kbs.chosen(),
+            check_documents=bool(self.ctx.settings.safety.check_documents))
 
     # --- safety ----------------------------------------------------------------------
 
@@ -361,6 +381,9 @@ class ChatPage(QWidget):
     def _start_turn(self, action: Any, drop_oldest: bool | None, *, clear_input: bool = False
                     ) -> None:
         self.error.clear()
+        if self.use_docs.isChecked() and not self.kbs.chosen():
+            self.error.setText(NO_KB_CHOSEN)
+            return
         drop = self.ctx.settings.chat.drop_oldest if drop_oldest is None else drop_oldest
         session = self._session()  # built here: it reads the widgets
         settings, kb, retrieval, guard = self.ctx.settings, session.kb, self._retrieval, self.guard
@@ -368,10 +391,20 @@ class ChatPage(QWidget):
 
         def make_events(job: Any, flush: Any) -> Any:
             session.guard = TurnGuard(guard, job, flush) if guard is not None else None
+            if kb:
+                job.partial(("status", f"Searching the knowledge base '{kb}' …", 0))
             session.retrieval = retrieval(settings, kb)
             return action(session, drop), session
 
-        worker = Worker(_stream_turn, make_events)
+        def run(job: Any) -> int | None:
+            try:
+                return _stream_turn(job, make_events)
+            finally:  # the knowledge base's files are let go after each turn
+                close = getattr(session.retrieval, "close", None)
+                if close is not None:
+                    close()
+
+        worker = Worker(run)
         worker.on_cancel = session.cancel
         worker.signals.partial.connect(self._on_partial)
         worker.signals.finished.connect(self._turn_finished)
@@ -395,12 +428,14 @@ class ChatPage(QWidget):
             self.meter.set_answer(tokens)
             return
         if kind == "checking":
-            self._set_guard_status("Checking your message with the safety guard …"
-                                   if payload == "input" else
-                                   "Checking the answer with the safety guard …")
+            self._set_guard_status(CHECKING.get(payload, CHECKING["output"]))
+            return
+        if kind == "status":
+            self._set_guard_status(payload)
             return
         ev = payload
         if ev.kind == "started":
+            self._set_guard_status("")
             if self._pending_clear:
                 self.input.clear()
                 self._cancel_edit()
@@ -477,6 +512,7 @@ class ChatPage(QWidget):
         self.params_form.set_params(GenerationParams.from_dict(conv.params))
         idx = self.format_box.findData(conv.format or "auto")
         self.format_box.setCurrentIndex(max(idx, 0))
+        self.kbs.choose(conv.kb)
         self._cancel_edit()
         self._show_conversation()
         if conv.model:
@@ -549,31 +585,55 @@ class ChatPage(QWidget):
 
             QGuiApplication.clipboard().setText(self.store.message(mid).content)
         elif name == "cite":
-            cite = next((c for c in self.store.message(mid).citations or []
-                         if c.get("n") == index), None)
-            if cite:
-                page = f", page {cite.get('page')}" if cite.get("page") not in (None, "") else ""
-                QMessageBox.information(self, f"[{index}] {cite.get('source')}{page}",
-                                        str(cite.get("text", "")))
+            self.open_reference(mid, index)
 
     def _cancel_edit(self) -> None:
         self.editing_id = None
         self.edit_note.setVisible(False)
 
-    def _docs_toggled(self, on: bool) -> None:
-        self.kb_box.setEnabled(on)
-        if on and self.kb_box.count() == 0:
-            settings = self.ctx.settings
+    # --- documents ----------------------------------------------------------------------
 
-            def names(job: Any) -> list[str]:
-                from core.rag.knowledge_base import list_kbs
+    def open_reference(self, message_id: int, number: int) -> None:
+        """Show the exact chunk behind reference [number] of an answer in the Sources panel."""
+        msg = self.store.message(message_id)
+        kb = self.store.conversation(msg.conversation_id).kb
+        self.sources.show_citations(msg.citations or [], answer_summary(msg.citations, kb),
+                                    select=number)
 
-                return [kb.name for kb in list_kbs(settings=settings)]
+    def retrieval_only(self) -> None:
+        """What the knowledge base gives the typed message, with scores; nothing generated."""
+        text = self.input.toPlainText().strip()
+        kb = self.kbs.chosen()
+        if not text:
+            self.error.setText("Type a message first: Retrieval only shows the passages it "
+                               "would bring into the prompt.")
+            return
+        if not kb:
+            self.error.setText(NO_KB_CHOSEN)
+            return
+        self.error.clear()
+        settings = self.ctx.settings
+        worker = Worker(preview, kb, text, settings, self.guard,
+                        check=bool(settings.safety.check_documents),
+                        conversation_id=str(self.conversation_id or ""))
+        worker.signals.partial.connect(self._on_partial)
+        worker.signals.finished.connect(
+            lambda result: self.sources.show_citations(result[2], preview_summary(*result)))
+        worker.signals.failed.connect(self._retrieval_failed)
+        worker.signals.done.connect(self._retrieval_ended)
+        self.retrieval_button.setEnabled(False)
+        self._set_guard_status(f"Searching the knowledge base '{kb}' …")
+        self.ctx.jobs.start(worker, group="chat-retrieval")
 
-            worker = Worker(names)
-            worker.signals.finished.connect(lambda ns: self.kb_box.addItems(list(ns)))
-            worker.signals.failed.connect(lambda exc: self.error.setText(self.ctx.show_error(exc)))
-            self.ctx.jobs.start(worker, group="chat-kbs")
+    def _retrieval_failed(self, exc: BaseException) -> None:
+        if not isinstance(exc, Cancelled):
+            self.error.setText(self.ctx.show_error(exc))
+
+    def _retrieval_ended(self) -> None:
+        if self.turn is None:  # else the turn's own status line stays
+            self._set_guard_status("")
+        self.retrieval_button.setEnabled(self.use_docs.isChecked())
+        self.retrieval_done.emit()
 
     # --- inspector and meter ------------------------------------------------------------
 
