@@ -180,6 +180,11 @@ class IndexJob:
         chunker = Chunker(emb, self.kb.params)
         self.kb.catalogue.add_sources(self.paths)
         files, missing = scan(self.paths)
+        excluded = self.kb.catalogue.excluded()
+        if excluded:  # files the user removed stay out, unless dropped again by themselves
+            again = excluded & set(self.paths)
+            self.kb.catalogue.include(again)
+            files = [f for f in files if str(f) not in excluded - again]
         records = self.kb.catalogue.all()
         s = self.stats
         s.files_total = len(files) + len(missing)
@@ -435,6 +440,8 @@ def has_changes(kb: KnowledgeBase, roots: list[str] | None = None) -> bool:
     if not roots:
         return False
     files, _missing = scan(roots)
+    excluded = kb.catalogue.excluded()
+    files = [f for f in files if str(f) not in excluded]
     records = kb.catalogue.all()
     present = set()
     for f in files:

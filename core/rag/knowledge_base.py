@@ -9,6 +9,7 @@ which file versions are fully indexed, the folders it watches, and the keyword i
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import sqlite3
 import threading
@@ -69,6 +70,7 @@ class Catalogue:
     );
     CREATE TABLE IF NOT EXISTS sources (root TEXT PRIMARY KEY);
     CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT);
+    CREATE TABLE IF NOT EXISTS excluded (source TEXT PRIMARY KEY);
     """
 
     def __init__(self, path: Path) -> None:
@@ -115,6 +117,19 @@ class Catalogue:
     def sources(self) -> list[str]:
         with self._lock:
             return [r[0] for r in self._db.execute("SELECT root FROM sources ORDER BY root")]
+
+    def exclude(self, source: str) -> None:
+        """Keep ``source`` out when its folder is indexed again (the user removed it)."""
+        with self._lock, self._db:
+            self._db.execute("INSERT OR IGNORE INTO excluded VALUES (?)", (source,))
+
+    def include(self, sources: Iterable[str]) -> None:
+        with self._lock, self._db:
+            self._db.executemany("DELETE FROM excluded WHERE source = ?", [(s,) for s in sources])
+
+    def excluded(self) -> set[str]:
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT source FROM excluded")}
 
     def get_value(self, key: str, default: str = "") -> str:
         with self._lock:
@@ -237,6 +252,24 @@ class KnowledgeBase:
         self.catalogue.clear()
         for source in list(self.keywords_sources()):
             self.keywords.delete_source(source)
+
+    def remove_file(self, source: str) -> int:
+        """Remove one file's chunks and record; returns how many chunks it had.
+
+        A file inside an indexed folder stays out of later runs (and watching) until it is
+        dropped again by itself; a file that was dropped by itself stops being a source.
+        """
+        record = self.catalogue.get(source)
+        self.store.delete(self.collection, where={"source": source})
+        self.keywords.delete_source(source)
+        self.catalogue.forget(source)
+        roots = self.catalogue.sources()
+        if source in roots:
+            self.catalogue.remove_source(source)
+            roots.remove(source)
+        if any(source.startswith(r.rstrip(os.sep) + os.sep) for r in roots):
+            self.catalogue.exclude(source)
+        return record.chunks if record is not None else 0
 
     def iter_chunks(self, *, embeddings: bool = True, page_size: int = 2000
                     ) -> Iterator[tuple[list[str], list[str], list[dict[str, Any]], Any]]:

@@ -1,5 +1,8 @@
-"""The Documents page: knowledge bases, a drop zone for files and folders, indexing progress
-with a per-file status list, cancel, remove, re-index and watch. Slow work runs in workers.
+"""The Documents page: knowledge bases, a drop zone for files and folders, indexing progress,
+the per-file status of each knowledge base, a retrieval preview, and the embedder choice.
+
+Slow work runs in workers (desktop/documents_jobs.py); one create/index job at a time
+(desktop/documents_runs.py), with drops queued meanwhile.
 """
 
 from __future__ import annotations
@@ -10,309 +13,258 @@ from typing import Any
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
+    QDialog,
     QFileDialog,
-    QFrame,
-    QHBoxLayout,
-    QInputDialog,
-    QLabel,
-    QListWidget,
     QListWidgetItem,
     QMessageBox,
-    QProgressBar,
-    QPushButton,
-    QSplitter,
-    QTreeWidget,
-    QTreeWidgetItem,
-    QVBoxLayout,
     QWidget,
 )
 
+from desktop import documents_jobs as jobs
 from desktop.context import AppContext, describe_error
-from desktop.worker import Job, Worker
+from desktop.documents_runs import KEEP_BAR, IndexRunner
+from desktop.documents_widgets import DocumentsLayout, KnowledgeBaseDialog, describe_kb
+from desktop.worker import Worker
 
 WATCH_INTERVAL_MS = 10000
-STATUS_TEXT = {"indexed": "Indexed", "unchanged": "Unchanged", "skipped": "Skipped",
-               "removed": "Removed"}
+DEFAULT_NAME = "Documents"
 
 
-# --- job functions (run in the thread pool; no widgets here) ---------------------------------
-
-
-def _list_job(job: Job, settings: Any) -> list[Any]:
-    from core.rag.knowledge_base import list_kbs
-
-    return list_kbs(settings=settings)
-
-
-def _create_job(job: Job, settings: Any, name: str) -> str:
-    from core.rag.knowledge_base import create_kb
-
-    create_kb(name, settings=settings).close()
-    return name
-
-
-def _remove_job(job: Job, settings: Any, name: str) -> str:
-    from core.rag.knowledge_base import remove_kb
-
-    remove_kb(name, settings=settings)
-    return name
-
-
-def _index_job(job: Job, settings: Any, name: str, paths: list[str] | None,
-               create: bool = False, only_if_changed: bool = False) -> dict[str, Any]:
-    """Index ``paths`` (None: the knowledge base's own sources) and report every event."""
-    from core.rag.indexing import IndexJob, has_changes
-    from core.rag.knowledge_base import create_kb, open_kb
-
-    job.progress(None, "Opening the knowledge base…")
-    if create:
-        kb = create_kb(name, settings=settings, exist_ok=True)
-    else:
-        kb = open_kb(name, settings=settings)
-    summary: dict[str, Any] = {"kb": name, "indexed": 0, "unchanged": 0, "skipped": 0,
-                               "removed": 0, "chunks": 0, "cancelled": False, "health": True}
-    try:
-        roots = paths if paths is not None else kb.catalogue.sources()
-        if not roots or (only_if_changed and not has_changes(kb, roots)):
-            return summary
-        job.progress(None, "Loading the embedding model…")
-        emb = kb.embedder()
-        job.check()
-        index = IndexJob(kb, roots, embedder=emb, stop_when=lambda: job.cancelled)
-        for ev in index:
-            if ev.kind == "file":
-                summary[ev.status] = summary.get(ev.status, 0) + 1
-            elif ev.kind == "health":
-                summary["health"] = ev.ok
-                summary["health_reason"] = ev.reason
-            elif ev.kind == "cancelled":
-                summary["cancelled"] = True
-            summary["chunks"] = ev.chunks
-            job.partial(ev)
-        return summary
-    finally:
-        kb.close()
-
-
-def _describe_progress(ev: Any) -> str:
-    eta = ""
-    if ev.eta_s is not None:
-        m, s = divmod(int(ev.eta_s + 0.5), 60)
-        eta = f" · ETA {m}:{s:02d}"
-    return (f"{ev.files_done}/{ev.files_total} files · {ev.chunks} chunks · "
-            f"{ev.chunks_per_s:.1f} chunks/s{eta}")
-
-
-# --- widgets ----------------------------------------------------------------------------------
-
-
-class DropZone(QFrame):
-    """Where files and folders are dropped (the whole page accepts drops too)."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setObjectName("dropZone")
-        self.setFrameShape(QFrame.Shape.StyledPanel)
-        self.setMinimumHeight(90)
-        layout = QVBoxLayout(self)
-        self.label = QLabel("Drop files or folders here to index them\n"
-                            "(text, Markdown, code, HTML, PDF, DOCX, CSV)")
-        self.label.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        layout.addWidget(self.label)
-        row = QHBoxLayout()
-        row.addStretch(1)
-        self.add_files = QPushButton("Add files…")
-        self.add_folder = QPushButton("Add folder…")
-        row.addWidget(self.add_files)
-        row.addWidget(self.add_folder)
-        row.addStretch(1)
-        layout.addLayout(row)
-
-
-class DocumentsPage(QWidget):
+class DocumentsPage(DocumentsLayout):
     indexing_finished = Signal(object)  # the run's summary dict
     knowledge_bases_loaded = Signal(list)
+    files_loaded = Signal(str)  # the knowledge base whose files are listed
+    settled = Signal()  # no job runs, and the list and files shown are up to date
+    kb_created = Signal(object)  # {"name", "notes"}, or {"error"} / {"cancelled"}
+    files_removed = Signal(object)  # (files, chunks)
+    search_finished = Signal(object)  # the hits
 
     def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.ctx = ctx
         self.setAcceptDrops(True)
-        self._index_worker: Worker | None = None
+        self.runner = IndexRunner(ctx, self)
+        self._latest: dict[str, Worker] = {}  # per group: the job whose answer counts
+        self._health: dict[str, str] = {}  # knowledge base -> why its health check failed
         self._infos: dict[str, Any] = {}
+        self._select_next = ""
+        self._search_kb: str | None = None
+        self._watch_turn = 0
+        self._build()
+        self._connect()
+        self._update_buttons()
+        self.refresh()
 
-        self.kb_list = QListWidget()
-        self.kb_list.setObjectName("kbList")
-        self.new_button = QPushButton("New…")
-        self.remove_button = QPushButton("Remove")
-        self.reindex_button = QPushButton("Re-index")
-        self.watch_button = QPushButton("Watch folders")
-        self.watch_button.setCheckable(True)
-        self.watch_button.setToolTip("Re-index changed, new and deleted files automatically")
-        left = QWidget()
-        lv = QVBoxLayout(left)
-        lv.addWidget(QLabel("Knowledge bases"))
-        lv.addWidget(self.kb_list, 1)
-        buttons = QHBoxLayout()
-        for b in (self.new_button, self.remove_button):
-            buttons.addWidget(b)
-        lv.addLayout(buttons)
-        buttons2 = QHBoxLayout()
-        for b in (self.reindex_button, self.watch_button):
-            buttons2.addWidget(b)
-        lv.addLayout(buttons2)
-
-        self.empty = QLabel(
-            "No knowledge bases yet. Drop files or folders here and Corral indexes them into "
-            "a new knowledge base, so chat can answer from your documents and cite them."
-        )
-        self.empty.setWordWrap(True)
-        self.empty.setObjectName("emptyState")
-        self.info = QLabel("")
-        self.info.setWordWrap(True)
-        self.drop_zone = DropZone()
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
-        self.progress.setValue(0)
-        self.progress_text = QLabel("")
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        prow = QHBoxLayout()
-        prow.addWidget(self.progress, 1)
-        prow.addWidget(self.cancel_button)
-        self.files = QTreeWidget()
-        self.files.setObjectName("fileStatus")
-        self.files.setHeaderLabels(["File", "Status", "Chunks", "Reason"])
-        self.files.setRootIsDecorated(False)
-        self.files.setColumnWidth(0, 240)
-        self.files.setColumnWidth(1, 90)
-        self.files.setColumnWidth(2, 60)
-        right = QWidget()
-        rv = QVBoxLayout(right)
-        rv.addWidget(self.empty)
-        rv.addWidget(self.info)
-        rv.addWidget(self.drop_zone)
-        rv.addLayout(prow)
-        rv.addWidget(self.progress_text)
-        rv.addWidget(self.files, 1)
-
-        split = QSplitter()
-        split.addWidget(left)
-        split.addWidget(right)
-        split.setStretchFactor(1, 3)
-        outer = QVBoxLayout(self)
-        outer.addWidget(split)
-
-        self.new_button.clicked.connect(self._ask_new)
+    def _connect(self) -> None:
+        self.new_button.clicked.connect(lambda: self._ask_new())
         self.remove_button.clicked.connect(self._ask_remove)
         self.reindex_button.clicked.connect(lambda: self.reindex())
+        self.change_embedder_button.clicked.connect(self._ask_reindex_with)
         self.watch_button.toggled.connect(self._toggle_watch)
         self.cancel_button.clicked.connect(self.cancel)
+        self.rebuild_button.clicked.connect(lambda: self.rebuild())
         self.drop_zone.add_files.clicked.connect(self._pick_files)
         self.drop_zone.add_folder.clicked.connect(self._pick_folder)
         self.kb_list.currentItemChanged.connect(lambda *_: self._show_selected())
+        self.files.itemSelectionChanged.connect(self._update_buttons)
+        self.files.remove_requested.connect(self._remove_selected_files)
+        self.remove_file_button.clicked.connect(self._remove_selected_files)
+        self.search.search_requested.connect(self.run_search)
         self.ctx.bus.knowledge_bases_changed.connect(self.refresh)
-
+        r = self.runner
+        r.progress.connect(self._on_progress)
+        r.index_event.connect(self._on_event)
+        r.message.connect(self.progress_text.setText)
+        r.created.connect(self._on_created)
+        r.finished.connect(self._on_finished)
+        r.busy_changed.connect(self._on_busy)
         self.watch_timer = QTimer(self)
         self.watch_timer.setInterval(WATCH_INTERVAL_MS)
         self.watch_timer.timeout.connect(self._watch_tick)
-        self._update_buttons()
-        self.refresh()
 
     # --- knowledge bases ---------------------------------------------------------------------
 
     @property
     def current_kb(self) -> str | None:
         item = self.kb_list.currentItem()
-        return item.data(Qt.ItemDataRole.UserRole) if item is not None else None
+        return str(item.data(Qt.ItemDataRole.UserRole)) if item is not None else None
+
+    @property
+    def busy(self) -> bool:
+        return self.runner.busy
+
+    def _start(self, worker: Worker, group: str | None = None) -> Worker:
+        """Start a job; in a group only the latest job's answer counts (older ones, which
+        a newer request has cancelled, may still answer with stale data)."""
+        worker.signals.failed.connect(self._job_failed)
+        if group is not None:
+            self._latest[group] = worker
+        return self.ctx.jobs.start(worker, group=group)
+
+    def _is_latest(self, group: str, worker: Worker) -> bool:
+        return self._latest.get(group) is worker
+
+    def _job_failed(self, exc: object) -> None:
+        from core.errors import Cancelled
+
+        if not isinstance(exc, Cancelled):
+            self.ctx.show_error(exc)  # type: ignore[arg-type]
 
     def refresh(self) -> None:
-        w = Worker(_list_job, self.ctx.settings)
-        w.signals.finished.connect(self._show_kbs)
-        w.signals.failed.connect(self.ctx.show_error)
-        self.ctx.jobs.start(w, group="documents-list")
+        w = Worker(jobs.list_job, self.ctx.settings)
+        w.signals.finished.connect(
+            lambda infos, w=w: self._show_kbs(infos) if self._is_latest("list", w) else None)
+        self._start(w, group="list")
 
     def _show_kbs(self, infos: list[Any]) -> None:
-        keep = self.current_kb
+        keep = self._select_next or self.current_kb
+        self._select_next = ""
         self._infos = {i.name: i for i in infos}
+        self.kb_list.blockSignals(True)
         self.kb_list.clear()
         for info in infos:
-            item = QListWidgetItem(f"{info.name}  ({info.chunks} chunks)")
+            item = QListWidgetItem(f"{info.name}\n{info.chunks} chunks · {info.mode}")
+            item.setToolTip(f"{info.files} files, {info.embedder} ({info.mode} mode)")
             item.setData(Qt.ItemDataRole.UserRole, info.name)
             self.kb_list.addItem(item)
-            if info.name == keep or keep is None:
+            if info.name == keep:
                 self.kb_list.setCurrentItem(item)
-                keep = info.name
-        self.empty.setVisible(not infos)
+        if self.kb_list.currentItem() is None and infos:
+            self.kb_list.setCurrentRow(0)
+        self.kb_list.blockSignals(False)
         self._show_selected()
         if any(i.watch for i in infos):
             self.watch_timer.start()
         self.knowledge_bases_loaded.emit(infos)
+        if not infos and not self.busy:
+            self.settled.emit()
 
     def _show_selected(self) -> None:
-        info = self._infos.get(self.current_kb or "")
+        name = self.current_kb
+        info = self._infos.get(name or "")
+        self.empty.setVisible(not self._infos)
+        self.drop_zone.setMinimumHeight(0 if self._infos else 180)
+        self._right.setStretch(self._right.count() - 1, 0 if info is not None else 1)
+        for w in (self.info, self.kb_actions, self.tabs):
+            w.setVisible(info is not None)
         if info is None:
             self.info.setText("")
+            self.files.show_records([])
         else:
-            self.info.setText(
-                f"<b>{info.name}</b>: {info.chunks} chunks from {info.files} files "
-                f"({info.skipped} skipped) · {info.embedder} ({info.mode}) · "
-                f"{info.chunk_tokens}-token chunks<br>Sources: {', '.join(info.sources) or '—'}"
-            )
+            self.info.setText(describe_kb(info))
+            self.files.roots = list(info.sources)
             self.watch_button.blockSignals(True)
             self.watch_button.setChecked(info.watch)
             self.watch_button.blockSignals(False)
+            self._load_files(info.name)
+        reason = self._health.get(name or "", "")
+        self.health_text.setText(reason)
+        self.health_row.setVisible(bool(reason))
+        if self._search_kb != name:
+            self._search_kb = name
+            self.search.clear_hits()
         self._update_buttons()
 
-    def _update_buttons(self) -> None:
-        has = self.current_kb is not None
-        busy = self._index_worker is not None
-        self.remove_button.setEnabled(has and not busy)
-        self.reindex_button.setEnabled(has and not busy)
-        self.watch_button.setEnabled(has)
-        self.cancel_button.setEnabled(busy)
+    def _load_files(self, name: str) -> None:
+        w = Worker(jobs.files_job, self.ctx.settings, name)
+        w.signals.finished.connect(
+            lambda result, w=w: self._show_files(result) if self._is_latest("files", w) else None)
+        self._start(w, group="files")
 
-    def create_kb(self, name: str) -> Worker:
-        w = Worker(_create_job, self.ctx.settings, name)
-        w.signals.finished.connect(lambda _n: self.ctx.bus.knowledge_bases_changed.emit())
-        w.signals.failed.connect(self.ctx.show_error)
-        return self.ctx.jobs.start(w)
+    def _show_files(self, result: tuple[str, list[Any]]) -> None:
+        name, records = result
+        if name != self.current_kb:
+            return
+        self.files.show_records(records)
+        self.files_loaded.emit(name)
+        if not self.busy:
+            self.settled.emit()
+
+    def _update_buttons(self) -> None:
+        name = self.current_kb
+        has = name is not None
+        working_here = self.busy and name == self.runner.kb
+        self.remove_button.setEnabled(has and not working_here)
+        for b in (self.reindex_button, self.change_embedder_button, self.rebuild_button):
+            b.setEnabled(has and not self.busy)
+        self.watch_button.setEnabled(has)
+        self.remove_file_button.setEnabled(
+            has and not working_here and bool(self.files.selected_sources()))
+        self.search.button.setEnabled(has)
+        self.cancel_button.setEnabled(self.busy)
+
+    def create_kb(self, name: str, spec: str | None = None, mode: str | None = None,
+                  params: Any = None, paths: list[str] | None = None,
+                  exist_ok: bool = False) -> Worker | None:
+        """Create a knowledge base (fast/fastest: export the model first), then index
+        ``paths`` into it. The embedder and mode default to the settings'."""
+        s = self.ctx.settings.embedder
+        self._show_notes([])
+        return self.runner.create(name, spec or s.default or "minilm",
+                                  mode or s.mode or "standard", params, paths, exist_ok)
+
+    def _on_created(self, result: dict[str, Any]) -> None:
+        if "name" in result:
+            self._select_next = result["name"]
+            self._show_notes(result["notes"])
+            self.ctx.bus.knowledge_bases_changed.emit()
+        self.kb_created.emit(result)
 
     def _ask_new(self) -> None:
-        name, ok = QInputDialog.getText(self, "New knowledge base", "Name:")
-        if ok and name.strip():
-            self.create_kb(name.strip())
+        s = self.ctx.settings.embedder
+        dialog = KnowledgeBaseDialog(name="" if self._infos else DEFAULT_NAME,
+                                     spec=s.default, mode=s.mode, parent=self)
+        if dialog.exec() == QDialog.DialogCode.Accepted:
+            name, spec, mode, params = dialog.values()
+            self.create_kb(name, spec, mode, params)
 
     def remove_kb(self, name: str) -> Worker:
-        w = Worker(_remove_job, self.ctx.settings, name)
+        w = Worker(jobs.remove_kb_job, self.ctx.settings, name)
         w.signals.finished.connect(lambda _n: self.ctx.bus.knowledge_bases_changed.emit())
-        w.signals.failed.connect(self.ctx.show_error)
-        return self.ctx.jobs.start(w)
+        self._health.pop(name, None)
+        return self._start(w)
 
     def _ask_remove(self) -> None:
         name = self.current_kb
-        if name and self._confirm(f"Remove the knowledge base '{name}' and all its vectors?"):
+        if name and self._confirm(f"Remove the knowledge base '{name}' and all its vectors? "
+                                  "The files themselves stay where they are."):
             self.remove_kb(name)
 
     def _confirm(self, text: str) -> bool:
         answer = QMessageBox.question(self, "Corral", text)
         return answer == QMessageBox.StandardButton.Yes
 
+    def remove_files(self, sources: list[str]) -> Worker | None:
+        """Remove files' chunks from the selected knowledge base (they stay out of re-index
+        runs of their folder until dropped again)."""
+        name = self.current_kb
+        if not name or not sources:
+            return None
+        w = Worker(jobs.remove_files_job, self.ctx.settings, name, list(sources))
+
+        def done(result: tuple[int, int]) -> None:
+            files, chunks = result
+            what = Path(sources[0]).name if files == 1 else f"{files} files"
+            self.progress_text.setText(
+                f"Removed {what} ({chunks} chunk{'' if chunks == 1 else 's'}) from '{name}'. "
+                f"Drop {'it' if files == 1 else 'them'} again to add {'it' if files == 1 else 'them'} back.")
+            self.files_removed.emit(result)
+            self.ctx.bus.knowledge_bases_changed.emit()
+
+        w.signals.finished.connect(done)
+        return self._start(w)
+
+    def _remove_selected_files(self) -> None:
+        if self.remove_file_button.isEnabled():
+            self.remove_files(self.files.selected_sources())
+
     def _toggle_watch(self, on: bool) -> None:
         name = self.current_kb
         if not name:
             return
-
-        def set_watch(job: Job, settings: Any, kb_name: str, value: bool) -> None:
-            from core.rag.knowledge_base import open_kb
-
-            kb = open_kb(kb_name, settings=settings)
-            kb.watch = value
-            kb.close()
-
-        w = Worker(set_watch, self.ctx.settings, name, on)
+        w = Worker(jobs.set_watch_job, self.ctx.settings, name, on)
         w.signals.finished.connect(lambda _r: self.ctx.bus.knowledge_bases_changed.emit())
-        w.signals.failed.connect(self.ctx.show_error)
-        self.ctx.jobs.start(w)
+        self._start(w)
         if on:
             self.watch_timer.start()
 
@@ -320,10 +272,11 @@ class DocumentsPage(QWidget):
         watched = [n for n, i in self._infos.items() if i.watch]
         if not watched:
             self.watch_timer.stop()
-        elif self._index_worker is None:
-            self._start_index(watched[0], None, only_if_changed=True)
+        elif not self.busy:
+            self._watch_turn = (self._watch_turn + 1) % len(watched)
+            self.runner.index(watched[self._watch_turn], None, only_if_changed=True)
 
-    # --- indexing ---------------------------------------------------------------------------
+    # --- drops ------------------------------------------------------------------------------
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt API
         if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
@@ -350,76 +303,137 @@ class DocumentsPage(QWidget):
             self.add_paths([folder])
 
     def add_paths(self, paths: list[str]) -> Worker | None:
-        """Index dropped or picked paths into the selected knowledge base (or a new one)."""
-        name = self.current_kb
-        create = name is None
+        """Index dropped or picked paths into the selected knowledge base (or a new one with
+        the settings' embedder). While a job runs, the drop waits its turn."""
+        paths = [str(Path(p).absolute()) for p in paths]
+        name = self.runner.kb if self.runner.creating else self.current_kb
+        if self.busy:
+            self.ctx.status(self.runner.enqueue(name or DEFAULT_NAME, paths))
+            return None
+        self._show_notes([])
         if name is None:
-            name = "Documents"
-        return self._start_index(name, [str(Path(p)) for p in paths], create=create)
+            return self.create_kb(DEFAULT_NAME, paths=paths, exist_ok=True)
+        return self.runner.index(name, paths)
+
+    # --- indexing ---------------------------------------------------------------------------
 
     def reindex(self) -> Worker | None:
         name = self.current_kb
-        return self._start_index(name, None) if name else None
+        self._show_notes([])
+        return self.runner.index(name, None) if name else None
 
-    def _start_index(self, name: str, paths: list[str] | None, *, create: bool = False,
-                     only_if_changed: bool = False) -> Worker | None:
-        if self._index_worker is not None:
-            self.ctx.status("Indexing is already running; wait for it or cancel it.")
+    def rebuild(self, name: str | None = None) -> Worker | None:
+        """Drop every vector of the knowledge base and index its sources again."""
+        info = self._infos.get(name or self.current_kb or "")
+        if info is None:
             return None
-        if not only_if_changed:
-            self.files.clear()
-            self.progress.setValue(0)
-        w = Worker(_index_job, self.ctx.settings, name, paths, create, only_if_changed)
-        w.signals.partial.connect(self._on_event)
-        w.signals.progress.connect(lambda _f, text: self.progress_text.setText(text))
-        w.signals.finished.connect(self._on_finished)
-        w.signals.failed.connect(self._on_failed)
-        self._index_worker = w
-        self._update_buttons()
-        return self.ctx.jobs.start(w, group="documents-index")
+        self._show_notes([])
+        return self.runner.index(info.name, None, rebuild=(info.embedder_spec, info.mode, None))
+
+    def reindex_with(self, spec: str, mode: str, params: Any = None,
+                     name: str | None = None) -> Worker | None:
+        """Rebuild with another embedder or speed mode (fast/fastest: export first)."""
+        name = name or self.current_kb
+        self._show_notes([])
+        return self.runner.index(name, None, rebuild=(spec, mode, params)) if name else None
+
+    def _ask_reindex_with(self) -> None:
+        info = self._infos.get(self.current_kb or "")
+        if info is None:
+            return
+        dialog = KnowledgeBaseDialog(
+            name=None, spec=info.embedder_spec, mode=info.mode, chunk_tokens=info.chunk_tokens,
+            overlap_tokens=info.overlap_tokens, title=f"Re-index '{info.name}'",
+            accept_text="Re-index…", parent=self)
+        if dialog.exec() != QDialog.DialogCode.Accepted:
+            return
+        _name, spec, mode, params = dialog.values()
+        if self._confirm(
+            f"Re-index '{info.name}' with {spec} in {mode} mode? Its {info.chunks} chunks are "
+            "dropped and its sources are indexed again, so two embedders' vectors never mix."
+        ):
+            self.reindex_with(spec, mode, params, info.name)
 
     def cancel(self) -> None:
-        if self._index_worker is not None:
-            self._index_worker.cancel()
-            self.progress_text.setText("Cancelling… (finished files are kept)")
+        self.runner.cancel()
+
+    def _on_busy(self, busy: bool) -> None:
+        self.progress_row.setVisible(busy and not self.runner.quiet)
+        if busy and not self.runner.quiet:
+            self._begin_visible_run()
+        self._update_buttons()
+
+    def _begin_visible_run(self) -> None:
+        name = self.runner.kb
+        if name == self.current_kb:  # new files are named under the folders they came in
+            self.files.roots += self.runner.paths
+        self._health.pop(name, None)
+        if name == self.current_kb:
+            self.health_row.hide()
+
+    def _on_progress(self, fraction: float, text: str) -> None:
+        self.progress_row.show()
+        if fraction == KEEP_BAR:
+            pass
+        elif fraction < 0:
+            self.progress.setRange(0, 0)  # busy: no measure yet
+        else:
+            self.progress.setRange(0, 1000)
+            self.progress.setValue(int(fraction * 1000))
+        where = self.runner.kb
+        prefix = f"'{where}': " if where and where != self.current_kb else ""
+        self.progress_text.setText(prefix + text)
 
     def _on_event(self, ev: Any) -> None:
-        self.progress.setValue(int(ev.fraction * 1000))
-        self.progress_text.setText(_describe_progress(ev))
-        if ev.kind == "file":
-            item = QTreeWidgetItem([Path(ev.path).name, STATUS_TEXT.get(ev.status, ev.status),
-                                    str(ev.file_chunks) if ev.status != "skipped" else "",
-                                    ev.reason])
-            item.setToolTip(0, ev.path)
-            item.setData(0, Qt.ItemDataRole.UserRole, ev.path)
-            item.setToolTip(3, ev.reason)
-            self.files.addTopLevelItem(item)
+        name = self.runner.kb
+        if ev.kind == "file" and name == self.current_kb:
+            self.files.apply_event(ev)
         elif ev.kind == "health" and not ev.ok:
-            self.ctx.show_error(ev.reason)
+            self._health[name] = ev.reason[:1].upper() + ev.reason[1:].rstrip(".") + "."
+            if name == self.current_kb:
+                self.health_text.setText(self._health[name])
+                self.health_row.show()
 
     def _on_finished(self, summary: dict[str, Any]) -> None:
-        self._index_worker = None
-        self._update_buttons()
-        if summary.get("cancelled"):
-            text = "Cancelled. Drop the same files again to resume where it stopped."
-        else:
-            self.progress.setValue(1000)
-            text = (f"Done: {summary['indexed']} indexed, {summary['unchanged']} unchanged, "
-                    f"{summary['skipped']} skipped, {summary['removed']} removed.")
-        self.progress_text.setText(text)
-        self.ctx.bus.knowledge_bases_changed.emit()
+        if not summary.get("quiet"):
+            if summary.get("notes"):
+                self._show_notes(summary["notes"])
+            self.ctx.bus.knowledge_bases_changed.emit()
         self.indexing_finished.emit(summary)
 
-    def _on_failed(self, exc: object) -> None:
-        from core.errors import Cancelled
+    def _show_notes(self, notes: list[str]) -> None:
+        text = " ".join(n for n in notes if n)
+        self.note.setText(text)
+        self.note.setVisible(bool(text))
+        if text:
+            self.ctx.status(text, 10000)
 
-        self._index_worker = None
-        if isinstance(exc, Cancelled):
-            self.progress_text.setText("Cancelled.")
-            self._update_buttons()
-            self.indexing_finished.emit({"cancelled": True})
-            return
-        self._update_buttons()
-        self.progress_text.setText(describe_error(exc))  # type: ignore[arg-type]
-        self.ctx.show_error(exc)  # type: ignore[arg-type]
-        self.indexing_finished.emit({"error": describe_error(exc)})  # type: ignore[arg-type]
+    # --- retrieval preview ------------------------------------------------------------------
+
+    def run_search(self, query: str, k: int = 5) -> Worker | None:
+        """What chat would retrieve from the selected knowledge base (in a worker)."""
+        name = self.current_kb
+        if not name or not query.strip():
+            return None
+        self.tabs.setCurrentWidget(self.search)
+        self.search.query.setText(query)
+        self.search.clear_hits("Searching…")
+        w = Worker(jobs.search_job, self.ctx.settings, name, query, k)
+        w.signals.progress.connect(lambda _f, text: self.search.status.setText(text))
+        w.signals.finished.connect(
+            lambda result, w=w: self._show_hits(result) if self._is_latest("search", w) else None)
+        w.signals.failed.connect(lambda exc: self.search.status.setText(describe_error(exc)))
+        return self._start(w, group="search")
+
+    def _show_hits(self, result: tuple[str, list[Any]]) -> None:
+        query, hits = result
+        self.search.show_hits(query, hits)
+        self.search_finished.emit(hits)
+
+    def shutdown(self) -> None:
+        self.watch_timer.stop()
+        self.runner.queue.clear()
+        self.runner.cancel()
+        search = self._latest.get("search")
+        if search is not None:
+            search.cancel()
