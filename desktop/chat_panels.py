@@ -1,20 +1,17 @@
-"""Side pieces of the Chat page: the conversation list, the generation parameters form, the
-context-window meter and the prompt inspector."""
+"""Side pieces of the Chat page: the generation parameters form, the context-window meter and
+the prompt inspector, and what keeps those two up to date."""
 
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Callable
+from typing import Any
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
-    QLineEdit,
-    QListWidget,
-    QListWidgetItem,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
@@ -26,85 +23,8 @@ from PySide6.QtWidgets import (
 
 from core.chat.backends import PreparedPrompt
 from core.chat.params import GenerationParams
-from core.chat.store import Conversation
-
-
-class ConversationList(QWidget):
-    """Search box, the stored conversations (newest first) and what to do with them."""
-
-    chosen = Signal(int)  # conversation id
-    new_requested = Signal()
-    rename_requested = Signal(int)
-    delete_requested = Signal(int)
-    export_requested = Signal(int, str)  # id, 'markdown' | 'json'
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        self.new_button = QPushButton("New chat")
-        self.search = QLineEdit()
-        self.search.setPlaceholderText("Search conversations")
-        self.search.setClearButtonEnabled(True)
-        self.list = QListWidget()
-        row = QHBoxLayout()
-        self.rename_button = QPushButton("Rename")
-        self.delete_button = QPushButton("Delete")
-        row.addWidget(self.rename_button)
-        row.addWidget(self.delete_button)
-        row2 = QHBoxLayout()
-        self.export_md = QPushButton("Export .md")
-        self.export_json = QPushButton("Export .json")
-        row2.addWidget(self.export_md)
-        row2.addWidget(self.export_json)
-        for w in (self.new_button, self.search, self.list):
-            layout.addWidget(w)
-        layout.addLayout(row)
-        layout.addLayout(row2)
-        self.new_button.clicked.connect(self.new_requested)
-        self.list.currentItemChanged.connect(self._current_changed)
-        self.rename_button.clicked.connect(lambda: self._emit(self.rename_requested))
-        self.delete_button.clicked.connect(lambda: self._emit(self.delete_requested))
-        self.export_md.clicked.connect(lambda: self._export("markdown"))
-        self.export_json.clicked.connect(lambda: self._export("json"))
-        self._quiet = False
-        self.set_conversations([], None)
-
-    def current_id(self) -> int | None:
-        item = self.list.currentItem()
-        return int(item.data(Qt.ItemDataRole.UserRole)) if item is not None else None
-
-    def set_conversations(self, convs: Sequence[Conversation], current: int | None) -> None:
-        self._quiet = True
-        self.list.clear()
-        for conv in convs:
-            item = QListWidgetItem(conv.title or "(untitled)")
-            item.setData(Qt.ItemDataRole.UserRole, conv.id)
-            item.setToolTip(f"{conv.model} · {conv.format}")
-            self.list.addItem(item)
-            if conv.id == current:
-                self.list.setCurrentItem(item)
-        self._quiet = False
-        has = self.current_id() is not None
-        for b in (self.rename_button, self.delete_button, self.export_md, self.export_json):
-            b.setEnabled(has)
-
-    def _current_changed(self, item: QListWidgetItem | None, _old: object) -> None:
-        has = item is not None
-        for b in (self.rename_button, self.delete_button, self.export_md, self.export_json):
-            b.setEnabled(has)
-        if item is not None and not self._quiet:
-            self.chosen.emit(int(item.data(Qt.ItemDataRole.UserRole)))
-
-    def _emit(self, signal: Signal) -> None:
-        cid = self.current_id()
-        if cid is not None:
-            signal.emit(cid)  # type: ignore[attr-defined]
-
-    def _export(self, kind: str) -> None:
-        cid = self.current_id()
-        if cid is not None:
-            self.export_requested.emit(cid, kind)
+from desktop.chat_turns import PromptViews, prompt_views_job
+from desktop.worker import Worker
 
 
 class ParamsForm(QWidget):
@@ -264,3 +184,48 @@ class PromptInspector(QWidget):
         self.summary.setText(sentence)
         self.view.clear()
         self.to_tokens.setEnabled(False)
+
+
+class PromptWatch(QObject):
+    """Keeps the context meter and the prompt inspector up to date: the prompt is counted (and
+    built, while the inspector shows) in a worker, at once or 300 ms after the last keystroke."""
+
+    def __init__(self, ctx: Any, meter: ContextMeter, inspector: PromptInspector,
+                 draft: Callable[[], tuple[Any, str, int | None, str] | None],
+                 parent: QObject | None = None) -> None:
+        """``draft()`` gives what to count: (session, draft text, position of the message being
+        edited or None, backend kind); None when there is nothing to count now."""
+        super().__init__(parent)
+        self.ctx, self.meter, self.inspector, self.draft = ctx, meter, inspector, draft
+        self._later = QTimer(self)
+        self._later.setSingleShot(True)
+        self._later.setInterval(300)
+        self._later.timeout.connect(self.refresh)
+
+    def show_inspector(self, on: bool) -> None:
+        self.inspector.setVisible(on)
+        if on:
+            self.refresh()
+
+    def refresh_soon(self) -> None:
+        """Refresh 300 ms after the last call (typing)."""
+        self._later.start()
+
+    def refresh(self) -> None:
+        what = self.draft()
+        if what is None:
+            return
+        worker = Worker(prompt_views_job, *what, self.inspector.isVisible())
+        worker.signals.finished.connect(self._ready)
+        self.ctx.jobs.start(worker, group="chat-inspect")
+
+    def _ready(self, views: PromptViews) -> None:
+        system = views.system_tokens or 0
+        history = views.history_tokens
+        history = (history - system) if history is not None else views.chars // 4
+        self.meter.show_counts(system, max(history, 0), views.length,
+                               exact=views.history_tokens is not None)
+        if views.prepared is not None:
+            self.inspector.show_prompt(views.prepared, views.kind)
+        elif views.problem:
+            self.inspector.show_problem(views.problem)

@@ -1,98 +1,38 @@
 """The Chat page: pick a model and a prompt format, talk, stop, regenerate, edit and resend,
 inspect the exact prompt, watch the context fill, browse and export past conversations.
 
-Model loads, prompt building, generation, guard checks and retrieval all run in workers;
-streamed text arrives in batches of ~30 ms and is appended, never re-rendered, while it streams.
-The safety guard is built from the settings (again when they change) and given to every turn;
-each message then shows its verdict badge, and answers their code-scan findings.
+Model loads, prompt building, generation, guard checks and retrieval all run in workers
+(desktop/chat_turns.py); streamed text arrives in batches of ~30 ms and is appended, never
+re-rendered, while it streams. The safety guard is built from the settings (again when they
+change) and given to every turn; each message then shows its verdict badge, and answers their
+code-scan findings. The page's pieces live beside it in desktop/chat_*.py.
 """
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
-from PySide6.QtWidgets import (
-    QComboBox,
-    QFileDialog,
-    QHBoxLayout,
-    QInputDialog,
-    QLabel,
-    QMessageBox,
-    QPlainTextEdit,
-    QPushButton,
-    QSplitter,
-    QToolButton,
-    QVBoxLayout,
-    QWidget,
-)
+from PySide6.QtWidgets import QLabel, QMessageBox, QSplitter, QVBoxLayout, QWidget
 
 from core.chat.params import GenerationParams
 from core.chat.store import HistoryStore
 from core.errors import Cancelled, ContextOverflow
-from desktop.chat_panels import ContextMeter, ConversationList, ParamsForm, PromptInspector
-from desktop.chat_safety import ChatGuard, TurnGuard
-from desktop.chat_sources import (
-    KbChooser,
-    SourcesPanel,
-    answer_summary,
-    preview,
-    preview_summary,
-)
+from desktop.chat_controls import ChatSetup, Composer, known_models
+from desktop.chat_history import ConversationList
+from desktop.chat_panels import ContextMeter, PromptInspector, PromptWatch
+from desktop.chat_safety import ChatGuard
+from desktop.chat_sources import KbChooser, SourcesPanel, answer_summary, preview, preview_summary
+from desktop.chat_turns import open_model_job, turn_job
 from desktop.chat_view import TranscriptView, verdict_sentence
 from desktop.worker import Worker
 
-BATCH_S = 0.03
 CHECKING = {"input": "Checking your message with the safety guard …",
             "output": "Checking the answer with the safety guard …",
             "documents": "Checking the retrieved passages with the safety guard …"}
 NO_KB_CHOSEN = ("Choose a knowledge base for “Use documents” (create one on the Documents "
                 "page), or turn the switch off.")
-FORMAT_CHOICES = [("Auto (from the model)", "auto"), ("Llama 2 / Code Llama", "llama2"),
-                  ("Code Llama 70B", "codellama70b"), ("Model's own template", "model")]
-
-
-class _Batcher:
-    """Text deltas of one turn, sent to the GUI thread at most every BATCH_S."""
-
-    def __init__(self, job: Any) -> None:
-        self.job = job
-        self.parts: list[str] = []
-        self.tokens = 0
-        self.last = time.monotonic()
-
-    def add(self, text: str, tokens: int) -> None:
-        self.parts.append(text)
-        self.tokens = tokens
-        now = time.monotonic()
-        if now - self.last >= BATCH_S:
-            self.flush()
-            self.last = now
-
-    def flush(self) -> None:
-        """Send what is held back (before an event, and before a guard check starts)."""
-        if self.parts:
-            self.job.partial(("delta", "".join(self.parts), self.tokens))
-            self.parts.clear()
-
-
-def _stream_turn(job: Any, make_events: Any) -> int | None:
-    """Worker body: run one turn, forwarding events; text deltas batched by time."""
-    batch = _Batcher(job)
-    events, session = make_events(job, batch.flush)
-    for ev in events:
-        if job.cancelled:  # Stop: repeat until the backend is generating and hears it
-            session.cancel()
-        if ev.kind == "delta":
-            batch.add(ev.text, ev.completion_tokens)
-            continue
-        batch.flush()
-        job.partial(("event", ev, 0))
-    batch.flush()
-    return session.conversation.id if session.conversation else None
 
 
 class ChatPage(QWidget):
@@ -127,95 +67,41 @@ class ChatPage(QWidget):
 
     def _build(self) -> None:
         chat = self.ctx.settings.chat
-        self.conversations = ConversationList()
-        self.model_box = QComboBox()
-        self.model_box.setEditable(True)
-        self.model_box.setMinimumWidth(240)
-        self.model_box.lineEdit().setPlaceholderText("ollama:NAME, a .gguf path, or a model name")
-        self._fill_models()
-        self.format_box = QComboBox()
-        for label, key in FORMAT_CHOICES:
-            self.format_box.addItem(label, key)
-        idx = self.format_box.findData(chat.prompt_format if chat.prompt_format != "codellama"
-                                       else "llama2")
-        self.format_box.setCurrentIndex(max(idx, 0))
-        self.format_note = QLabel("")
-        self.format_note.setObjectName("emptyState")
-        self.params_button = QToolButton()
-        self.params_button.setText("Parameters")
-        self.params_button.setCheckable(True)
-        self.params_form = ParamsForm(GenerationParams.from_settings(chat))
-        self.params_form.setVisible(False)
-        self.params_button.toggled.connect(self.params_form.setVisible)
+        self.conversations = ConversationList(self.store)
         self.kbs = KbChooser(self.ctx, self)
         self.use_docs, self.kb_box = self.kbs.use_docs, self.kbs.kb_box
-        self.inspect_button = QToolButton()
-        self.inspect_button.setText("Inspect prompt")
-        self.inspect_button.setCheckable(True)
-        self.guard_note = QLabel("")
-        self.guard_note.setObjectName("emptyState")
-        # Two rows: what to talk to, then how (one row overflows at 1280 px).
-        top = QVBoxLayout()
-        first, second = QHBoxLayout(), QHBoxLayout()
-        for w in (QLabel("Model"), self.model_box, QLabel("Format"), self.format_box):
-            first.addWidget(w)
-        first.addStretch(1)
-        first.addWidget(self.guard_note)
-        for w in (self.params_button, self.use_docs, self.kb_box, self.inspect_button):
-            second.addWidget(w)
-        second.addStretch(1)
-        top.addLayout(first)
-        top.addLayout(second)
-        self.system_edit = QPlainTextEdit(chat.system_prompt)
-        self.system_edit.setPlaceholderText("System prompt (optional)")
-        self.system_edit.setMaximumHeight(48)
+        self.setup = ChatSetup(chat, known_models(chat.default_model), self.use_docs, self.kb_box)
+        self.model_box, self.format_box = self.setup.model_box, self.setup.format_box
+        self.format_note, self.guard_note = self.setup.format_note, self.setup.guard_note
+        self.params_button, self.params_form = self.setup.params_button, self.setup.params_form
+        self.inspect_button, self.system_edit = self.setup.inspect_button, self.setup.system_edit
         self.meter = ContextMeter()
         self.transcript = TranscriptView()
         self.transcript.action.connect(self._on_action)
         self.transcript.scan_code = bool(self.ctx.settings.safety.scan_code)
-        self.edit_note = QLabel("")
-        self.edit_note.setVisible(False)
         self.guard_status = QLabel("")
         self.guard_status.setObjectName("emptyState")
         self.guard_status.setVisible(False)
-        self.input = QPlainTextEdit()
-        self.input.setPlaceholderText("Message (Ctrl+Enter to send)")
-        self.input.setMaximumHeight(96)
-        self.send_button = QPushButton("Send")
-        self.send_button.setObjectName("primary")
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.setEnabled(False)
-        self.retrieval_button = QPushButton("Retrieval only")
-        self.retrieval_button.setToolTip("Show the passages the knowledge base gives the typed "
-                                         "message, with their scores, without generating.")
-        self.retrieval_button.setEnabled(False)
+        self.composer = Composer()
+        self.input, self.send_button = self.composer.input, self.composer.send_button
+        self.stop_button = self.composer.stop_button
+        self.retrieval_button = self.composer.retrieval_button
+        self.edit_note = self.composer.edit_note
         self.use_docs.toggled.connect(self.retrieval_button.setEnabled)
         self.error = QLabel("")
         self.error.setObjectName("errorText")
         self.error.setWordWrap(True)
-        buttons = QVBoxLayout()
-        buttons.addWidget(self.send_button)
-        buttons.addWidget(self.stop_button)
-        buttons.addWidget(self.retrieval_button)
-        bottom = QHBoxLayout()
-        bottom.addWidget(self.input, 1)
-        bottom.addLayout(buttons)
         center = QWidget()
         col = QVBoxLayout(center)
-        col.addLayout(top)
-        col.addWidget(self.format_note)
-        col.addWidget(self.params_form)
-        col.addWidget(self.system_edit)
-        col.addWidget(self.meter)
-        col.addWidget(self.transcript, 1)
-        col.addWidget(self.guard_status)
-        col.addWidget(self.error)
-        col.addWidget(self.edit_note)
-        col.addLayout(bottom)
+        for w in (self.setup, self.meter, self.transcript, self.guard_status, self.error,
+                  self.composer):
+            col.addWidget(w)
+        col.setStretchFactor(self.transcript, 1)
         self.inspector = PromptInspector()
         self.inspector.setVisible(False)
         self.inspector.send_to_tokens.connect(self.ctx.bus.send_to_tokens)
-        self.inspect_button.toggled.connect(self._toggle_inspector)
+        self.prompt_watch = PromptWatch(self.ctx, self.meter, self.inspector, self._draft, self)
+        self.inspect_button.toggled.connect(self.prompt_watch.show_inspector)
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self.conversations)
         split.addWidget(center)
@@ -236,33 +122,14 @@ class ChatPage(QWidget):
         self.model_box.lineEdit().editingFinished.connect(
             lambda: self.open_model(self.model_box.currentText()))
         self.model_box.activated.connect(lambda _i: self.open_model(self.model_box.currentText()))
-        self.format_box.currentIndexChanged.connect(lambda _i: self._refresh_prompt_views())
+        self.format_box.currentIndexChanged.connect(lambda _i: self.prompt_watch.refresh())
         self.conversations.chosen.connect(self.load_conversation)
         self.conversations.new_requested.connect(self.new_conversation)
-        self.conversations.rename_requested.connect(self._rename)
-        self.conversations.delete_requested.connect(self._delete)
-        self.conversations.export_requested.connect(self._export)
-        self.conversations.search.textChanged.connect(lambda _t: self._refresh_list())
-        self._debounce = QTimer(self)
-        self._debounce.setSingleShot(True)
-        self._debounce.setInterval(300)
-        self._debounce.timeout.connect(self._refresh_prompt_views)
-        self.input.textChanged.connect(self._debounce.start)
-        self.system_edit.textChanged.connect(self._debounce.start)
-
-    def _fill_models(self) -> None:
-        refs: list[str] = []
-        if self.ctx.settings.chat.default_model:
-            refs.append(self.ctx.settings.chat.default_model)
-        try:
-            from core.models import library
-
-            refs += [m.name for m in library.load()]
-        except Exception:  # the list is a convenience; typing a reference always works
-            pass
-        for ref in dict.fromkeys(refs):
-            self.model_box.addItem(ref)
-        self.model_box.setCurrentIndex(-1)
+        self.conversations.refresh_requested.connect(self._refresh_list)
+        self.conversations.deleted.connect(self._deleted)
+        self.conversations.exported.connect(lambda path: self.ctx.status(f"Exported to {path}."))
+        self.input.textChanged.connect(self.prompt_watch.refresh_soon)
+        self.system_edit.textChanged.connect(self.prompt_watch.refresh_soon)
 
     # --- model -------------------------------------------------------------------------
 
@@ -275,15 +142,7 @@ class ChatPage(QWidget):
         self.backend, self.backend_ref, self.backend_info = None, ref, None
         self.format_note.setText(f"Opening {ref} …")
         self.error.clear()
-        settings = self.ctx.settings
-
-        def load(job: Any) -> Any:
-            from core.chat.open import open_backend
-
-            backend = open_backend(ref, settings)
-            return backend, backend.info()
-
-        worker = Worker(load)
+        worker = Worker(open_model_job, ref, self.ctx.settings)
         worker.signals.finished.connect(lambda res, r=ref: self._model_opened(r, res))
         worker.signals.failed.connect(lambda exc, r=ref: self._model_failed(r, exc))
         self.ctx.jobs.start(worker, group="chat-model")
@@ -295,7 +154,7 @@ class ChatPage(QWidget):
         info = self.backend_info
         self.format_note.setText(f"{info.name}: Auto picks {info.format} because "
                                  f"{info.format_reason}.")
-        self._refresh_prompt_views()
+        self.prompt_watch.refresh()
 
     def _model_failed(self, ref: str, exc: BaseException) -> None:
         if ref == self.backend_ref:
@@ -307,8 +166,6 @@ class ChatPage(QWidget):
         if key == "auto" and self.backend_info is not None:
             return str(self.backend_info.format)
         return key
-
-    # --- sessions ----------------------------------------------------------------------
 
     def _session(self, guard: Any = None, retrieval: Any = None) -> Any:
         from core.chat.session import ChatSession
@@ -349,14 +206,6 @@ class ChatPage(QWidget):
         self.guard_status.setText(text)
         self.guard_status.setVisible(bool(text))
 
-    def _retrieval(self, settings: Any, kb: str) -> Any:
-        """Retrieval for one turn; called in the worker (it may load the embedder)."""
-        if not kb:
-            return None
-        from core.chat.retrieval import open_retrieval
-
-        return open_retrieval(kb, settings)
-
     def send(self, *, drop_oldest: bool | None = None) -> None:
         text = self.input.toPlainText()
         if self.turn is not None:
@@ -386,25 +235,9 @@ class ChatPage(QWidget):
             return
         drop = self.ctx.settings.chat.drop_oldest if drop_oldest is None else drop_oldest
         session = self._session()  # built here: it reads the widgets
-        settings, kb, retrieval, guard = self.ctx.settings, session.kb, self._retrieval, self.guard
+        guard = self.guard
         self._turn_guard = guard
-
-        def make_events(job: Any, flush: Any) -> Any:
-            session.guard = TurnGuard(guard, job, flush) if guard is not None else None
-            if kb:
-                job.partial(("status", f"Searching the knowledge base '{kb}' …", 0))
-            session.retrieval = retrieval(settings, kb)
-            return action(session, drop), session
-
-        def run(job: Any) -> int | None:
-            try:
-                return _stream_turn(job, make_events)
-            finally:  # the knowledge base's files are let go after each turn
-                close = getattr(session.retrieval, "close", None)
-                if close is not None:
-                    close()
-
-        worker = Worker(run)
+        worker = Worker(turn_job, session, action, drop, guard, self.ctx.settings)
         worker.on_cancel = session.cancel
         worker.signals.partial.connect(self._on_partial)
         worker.signals.finished.connect(self._turn_finished)
@@ -466,7 +299,7 @@ class ChatPage(QWidget):
             self.conversation_id = cid
         self._show_conversation()
         self._refresh_list()
-        self._refresh_prompt_views()
+        self.prompt_watch.refresh()
 
     def _turn_failed(self, exc: BaseException, action: Any, clear_input: bool) -> None:
         if isinstance(exc, ContextOverflow):
@@ -492,8 +325,7 @@ class ChatPage(QWidget):
     # --- conversations ------------------------------------------------------------------
 
     def _refresh_list(self) -> None:
-        convs = self.store.conversations(search=self.conversations.search.text().strip())
-        self.conversations.set_conversations(convs, self.conversation_id)
+        self.conversations.refresh(self.conversation_id)
 
     def _show_conversation(self, upto_position: int | None = None) -> None:
         msgs = self.store.messages(self.conversation_id) if self.conversation_id else []
@@ -517,7 +349,7 @@ class ChatPage(QWidget):
         self._show_conversation()
         if conv.model:
             self.open_model(conv.model)
-        self._refresh_prompt_views()
+        self.prompt_watch.refresh()
 
     def new_conversation(self) -> None:
         if self.turn is not None:
@@ -526,39 +358,13 @@ class ChatPage(QWidget):
         self._cancel_edit()
         self._refresh_list()
         self._show_conversation()
-        self._refresh_prompt_views()
+        self.prompt_watch.refresh()
 
-    def _rename(self, cid: int) -> None:
-        title, ok = QInputDialog.getText(self, "Rename conversation", "Title",
-                                         text=self.store.conversation(cid).title)
-        if ok and title.strip():
-            self.store.rename(cid, title)
-            self._refresh_list()
-
-    def _delete(self, cid: int) -> None:
-        sure = QMessageBox.question(self, "Delete conversation",
-                                    "Delete this conversation and all its messages?")
-        if sure == QMessageBox.StandardButton.Yes:
-            self.store.delete_conversation(cid)
-            if cid == self.conversation_id:
-                self.conversation_id = None
-                self._show_conversation()
-            self._refresh_list()
-
-    def _export(self, cid: int, kind: str, path: str | None = None) -> None:
-        from core.chat.export import to_json, to_markdown
-        from core.config import atomic_write_text
-
-        suffix = ".md" if kind == "markdown" else ".json"
-        if path is None:
-            title = self.store.conversation(cid).title or "conversation"
-            safe = "".join(c if c.isalnum() or c in " -_" else "_" for c in title).strip()
-            path, _ = QFileDialog.getSaveFileName(self, "Export conversation",
-                                                  str(Path.home() / f"{safe}{suffix}"))
-        if path:
-            text = to_markdown(self.store, cid) if kind == "markdown" else to_json(self.store, cid)
-            atomic_write_text(Path(path), text)
-            self.ctx.status(f"Exported to {path}.")
+    def _deleted(self, cid: int) -> None:
+        if cid == self.conversation_id:
+            self.conversation_id = None
+            self._show_conversation()
+        self._refresh_list()
 
     # --- actions in the transcript ----------------------------------------------------
 
@@ -566,13 +372,8 @@ class ChatPage(QWidget):
         if name in ("regenerate", "retry"):
             self.regenerate()
         elif name == "edit":
-            msg = self.store.message(mid)
             self.editing_id = mid
-            self.input.setPlainText(msg.content)
-            self.edit_note.setText("Editing an earlier message: Send replaces it and "
-                                   "everything after it (Esc cancels).")
-            self.edit_note.setVisible(True)
-            self.input.setFocus()
+            self.composer.start_edit(self.store.message(mid).content)
         elif name in ("reveal", "hide"):
             if name == "reveal":
                 self.transcript.revealed.add(mid)
@@ -589,7 +390,7 @@ class ChatPage(QWidget):
 
     def _cancel_edit(self) -> None:
         self.editing_id = None
-        self.edit_note.setVisible(False)
+        self.composer.end_edit()
 
     # --- documents ----------------------------------------------------------------------
 
@@ -637,59 +438,12 @@ class ChatPage(QWidget):
 
     # --- inspector and meter ------------------------------------------------------------
 
-    def _toggle_inspector(self, on: bool) -> None:
-        self.inspector.setVisible(on)
-        if on:
-            self._refresh_prompt_views()
-
-    def _refresh_prompt_views(self) -> None:
-        """Count tokens (meter) and build the exact prompt (inspector) in a worker."""
+    def _draft(self) -> tuple[Any, str, int | None, str] | None:
+        """What the meter and the inspector count; nothing without a model or during a turn."""
         if self.backend is None or self.turn is not None:
-            return
+            return None
         session = self._session()
-        draft = self.input.toPlainText()
         kind = self.backend_info.kind if self.backend_info else ""
-        want_prompt = self.inspector.isVisible()
-        upto = None
-        if self.editing_id is not None:
-            upto = self.store.message(self.editing_id).position
-
-        def work(job: Any) -> Any:
-            from core.prompts.base import Message
-
-            history = [m for m in session.history() if upto is None or m.position < upto]
-            msgs = session.prompt_messages(history, draft if draft.strip() else None)
-            system_msgs = [Message("system", session.system)] if session.system.strip() else []
-            length = session.params.context_length or session.backend.info().context_length
-            sys_count = hist_count = None
-            if system_msgs:
-                sys_count = session.backend.count([*system_msgs, Message("user", "")],
-                                                  session.format, "defuse")
-            if msgs and msgs[-1].role == "user":
-                hist_count = session.backend.count(msgs, session.format, "defuse")
-            prepared = None
-            problem = ""
-            if want_prompt and msgs and msgs[-1].role == "user":
-                try:
-                    prepared = session.backend.prepare(msgs, session.format, session.tags)
-                except Exception as exc:  # shown in the inspector, not as a failure
-                    from desktop.context import describe_error
-
-                    problem = describe_error(exc)
-            chars = sum(len(m.content) for m in msgs)
-            return sys_count, hist_count, length, prepared, problem, chars, kind
-
-        worker = Worker(work)
-        worker.signals.finished.connect(self._prompt_views_ready)
-        self.ctx.jobs.start(worker, group="chat-inspect")
-
-    def _prompt_views_ready(self, result: Any) -> None:
-        sys_count, hist_count, length, prepared, problem, chars, kind = result
-        exact = hist_count is not None
-        system = sys_count or 0
-        history = (hist_count - system) if hist_count is not None else chars // 4
-        self.meter.show_counts(system, max(history, 0), length, exact=exact)
-        if prepared is not None:
-            self.inspector.show_prompt(prepared, kind)
-        elif problem:
-            self.inspector.show_problem(problem)
+        editing = self.store.message(self.editing_id) if self.editing_id is not None else None
+        upto = editing.position if editing is not None else None
+        return session, self.input.toPlainText(), upto, kind

@@ -1,0 +1,121 @@
+"""The Chat page's worker jobs: open a model, run one turn (text sent in batches of ~30 ms), and
+count and build the prompt for the context meter and the inspector. No widgets here."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from desktop.chat_safety import TurnGuard
+from desktop.context import describe_error
+from desktop.worker import Job
+
+BATCH_S = 0.03
+
+
+class Batcher:
+    """Text deltas of one turn, sent to the GUI thread at most every BATCH_S."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.parts: list[str] = []
+        self.tokens = 0
+        self.last = time.monotonic()
+
+    def add(self, text: str, tokens: int) -> None:
+        self.parts.append(text)
+        self.tokens = tokens
+        now = time.monotonic()
+        if now - self.last >= BATCH_S:
+            self.flush()
+            self.last = now
+
+    def flush(self) -> None:
+        """Send what is held back (before an event, and before a guard check starts)."""
+        if self.parts:
+            self.job.partial(("delta", "".join(self.parts), self.tokens))
+            self.parts.clear()
+
+
+def open_model_job(job: Job, ref: str, settings: Any) -> tuple[Any, Any]:
+    """The chat backend behind ``ref`` and its info (may start the engine child)."""
+    from core.chat.open import open_backend
+
+    backend = open_backend(ref, settings)
+    return backend, backend.info()
+
+
+def open_retrieval(settings: Any, kb: str) -> Any:
+    """Retrieval for one turn, or None without a knowledge base (it may load the embedder)."""
+    if not kb:
+        return None
+    from core.chat.retrieval import open_retrieval as open_kb
+
+    return open_kb(kb, settings)
+
+
+def turn_job(job: Job, session: Any, action: Callable[[Any, bool], Any], drop_oldest: bool,
+             guard: Any, settings: Any) -> int | None:
+    """Run one turn of ``session``: ``action(session, drop_oldest)`` gives its events, which go
+    to the page as partials ``(kind, payload, tokens)``; returns the conversation id."""
+    batch = Batcher(job)
+    kb = session.kb
+    try:
+        session.guard = TurnGuard(guard, job, batch.flush) if guard is not None else None
+        if kb:
+            job.partial(("status", f"Searching the knowledge base '{kb}' …", 0))
+        session.retrieval = open_retrieval(settings, kb)
+        for ev in action(session, drop_oldest):
+            if job.cancelled:  # Stop: repeat until the backend is generating and hears it
+                session.cancel()
+            if ev.kind == "delta":
+                batch.add(ev.text, ev.completion_tokens)
+                continue
+            batch.flush()
+            job.partial(("event", ev, 0))
+        batch.flush()
+        return session.conversation.id if session.conversation else None
+    finally:  # the knowledge base's files are let go after each turn
+        close = getattr(session.retrieval, "close", None)
+        if close is not None:
+            close()
+
+
+class PromptViews(NamedTuple):
+    """What the context meter and the prompt inspector show for the draft."""
+
+    system_tokens: int | None  # None: not counted (no system prompt)
+    history_tokens: int | None  # None: not counted exactly (estimate from ``chars``)
+    length: int | None  # the context window
+    prepared: Any  # the exact prompt, when the inspector is open
+    problem: str  # why the prompt could not be built
+    chars: int
+    kind: str  # the backend kind
+
+
+def prompt_views_job(job: Job, session: Any, draft: str, upto: int | None, kind: str,
+                     want_prompt: bool) -> PromptViews:
+    """Count the system prompt and the whole prompt (history before position ``upto`` and the
+    draft); build the exact prompt too when ``want_prompt``."""
+    from core.prompts.base import Message
+
+    history = [m for m in session.history() if upto is None or m.position < upto]
+    msgs = session.prompt_messages(history, draft if draft.strip() else None)
+    system_msgs = [Message("system", session.system)] if session.system.strip() else []
+    length = session.params.context_length or session.backend.info().context_length
+    sys_count = hist_count = None
+    if system_msgs:
+        sys_count = session.backend.count([*system_msgs, Message("user", "")],
+                                          session.format, "defuse")
+    if msgs and msgs[-1].role == "user":
+        hist_count = session.backend.count(msgs, session.format, "defuse")
+    prepared = None
+    problem = ""
+    if want_prompt and msgs and msgs[-1].role == "user":
+        try:
+            prepared = session.backend.prepare(msgs, session.format, session.tags)
+        except Exception as exc:  # shown in the inspector, not as a failure
+            problem = describe_error(exc)
+    chars = sum(len(m.content) for m in msgs)
+    return PromptViews(sys_count, hist_count, length, prepared, problem, chars, kind)
