@@ -198,6 +198,9 @@ def create_app(argv: list[str] | None = None) -> QApplication:
     app = QApplication.instance()
     if not isinstance(app, QApplication):
         app = QApplication(argv or sys.argv[:1])
+    from desktop import gc_guard
+
+    gc_guard.install(app)
     app.setApplicationName("Corral")
     app.setApplicationVersion(__version__)
     app.setStyleSheet(STYLE_SHEET)

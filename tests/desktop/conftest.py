@@ -5,11 +5,22 @@ Qt warnings fail a test through pytest-qt's ``qt_log_level_fail`` (pyproject.tom
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
 import pytest
-from PySide6.QtCore import QThreadPool
+from PySide6.QtCore import QCoreApplication, QEvent, QThreadPool
+
+
+@pytest.fixture(scope="session", autouse=True)
+def collect_on_the_gui_thread(qapp):
+    """As in the app: Python's collector never frees Qt objects on a worker thread."""
+    from desktop import gc_guard
+
+    collector = gc_guard.install(qapp)
+    yield
+    collector.stop()
 
 
 @pytest.fixture
@@ -32,6 +43,9 @@ def no_leaked_workers(qapp):
         time.sleep(0.01)
     leaked_jobs = pool.activeThreadCount()
     pool.waitForDone(30000)  # do not let a leak poison the next test
+    # Free this test's widgets now, on this thread, before the next test starts workers.
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    gc.collect()
     assert leaked_jobs == 0, f"test left {leaked_jobs} worker job(s) running"
     extra = [
         t for t in threading.enumerate()
