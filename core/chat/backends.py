@@ -73,6 +73,19 @@ def _rate(tokens: int | None, seconds: float | None) -> float | None:
 # --- llama.cpp ---------------------------------------------------------------------------
 
 
+def _fit_context(path: Path, wanted: int) -> int:
+    """The context to ask llama.cpp for: the setting, but never past what the model was
+    trained on (longer contexts only produce garbage and waste memory)."""
+    from core.errors import CorralError
+    from core.models.catalog import gguf_info
+
+    try:
+        trained = gguf_info(path).context_length
+    except CorralError:
+        return wanted  # the engine's own load reports what is wrong with the file
+    return min(wanted, trained) if trained else wanted
+
+
 class LlamaCppBackend:
     """A GGUF through the engine child. Prompts go as token ids (special=False for text)."""
 
@@ -82,7 +95,7 @@ class LlamaCppBackend:
 
         self.path = Path(path)
         self.display = display or self.path.name
-        opts: dict[str, Any] = {"n_ctx": n_ctx}
+        opts: dict[str, Any] = {"n_ctx": _fit_context(self.path, n_ctx)}
         if n_threads:
             opts["n_threads"] = n_threads
         self.engine = engine or shared_engine(self.path, **opts)

@@ -26,7 +26,7 @@ def test_load_reports_model_facts(engine: EngineClient) -> None:
     assert seen and seen[-1] == 1.0 and seen == sorted(seen)
     assert info["n_vocab"] == len(build_vocab()[0])
     assert info["bos"] == 1 and info["eos"] == 2
-    assert info["n_ctx_train"] == 256
+    assert info["n_ctx_train"] == 4096
     assert info["metadata"]["general.name"] == "tiny-random-llama"
     assert "[INST]" in info["chat_template"]
     assert engine.pid is not None and engine.pid != os.getpid()

@@ -82,7 +82,7 @@ def test_spec_vector_reads_as_formats_6_3_says(tmp_path: Path) -> None:
 def test_tiny_model_summary(tiny_gguf: Path) -> None:
     s = read_gguf(tiny_gguf).summary()
     assert s["architecture"] == "llama" and s["name"] == "tiny-random-llama"
-    assert (s["context_length"], s["embedding_length"], s["block_count"]) == (256, 64, 2)
+    assert (s["context_length"], s["embedding_length"], s["block_count"]) == (4096, 64, 2)
     assert (s["head_count"], s["head_count_kv"]) == (4, 4)
     assert s["quantization"] == "F32" and s["tokenizer_model"] == "llama"
     assert s["vocab_size"] == 756 and s["parameter_size"].endswith("K")
@@ -101,7 +101,7 @@ def test_quantization_names_follow_llama_h() -> None:
 def test_inspect_cli_shows_the_fields(tiny_gguf: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = inspect_cli(str(tiny_gguf), capsys)
     assert code == 0, err
-    for text in ("architecture:      llama", "context length:    256",
+    for text in ("architecture:      llama", "context length:    4096",
                  "quantization:      F32", "vocabulary:        756", "chat template:", "[INST]"):
         assert text in out
 

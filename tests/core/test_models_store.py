@@ -143,12 +143,12 @@ def test_store_model_runs_in_llama_cpp_with_the_server_stopped(ollama_store: Pat
     assert not listing.ollama_running
     assert any("Ollama is not running at" in n for n in listing.notes)
     [row] = [m for m in listing.models if m.source == "store"]
-    assert row.ref == "store:tiny:latest" and row.context_length == 256 and not row.problem
+    assert row.ref == "store:tiny:latest" and row.context_length == 4096 and not row.problem
     resolved = resolve(row.ref, settings)
     assert resolved.kind == "gguf" and resolved.source == "store"
     with EngineClient(resolved.path, n_ctx=128, n_threads=1) as engine:
         info = engine.load()
-        assert info["n_ctx_train"] == 256
+        assert info["n_ctx_train"] == 4096
         ids = engine.tokenize("hello world", add_bos=True)
         events = list(engine.generate(ids, max_tokens=5, temperature=0.0, seed=1))
     assert events[-1].done and events[-1].completion_tokens == 5
@@ -243,7 +243,7 @@ def test_one_list_from_all_three_sources(ollama_server: FakeOllama, ollama_store
     assert server_row.loaded and server_row.context_length == 4096
     file_row = rows["tiny-file"]
     assert file_row.source == "gguf" and file_row.family == "llama"
-    assert file_row.context_length == 256 and file_row.file_size == tiny_gguf.stat().st_size
+    assert file_row.context_length == 4096 and file_row.file_size == tiny_gguf.stat().st_size
     assert rows["store:tiny:latest"].source_label == "Ollama store"
 
 

@@ -43,7 +43,7 @@ def test_list_shows_models_from_all_three_sources(qtbot, ctx, ollama_server: Fak
     assert column(page, 0) == ["llama2:7b", "tiny:latest", "tiny-file"]
     assert column(page, 1) == ["Ollama server", "Ollama store", "GGUF file"]
     assert column(page, 3)[0] == "6.7B" and column(page, 4)[0] == "Q4_0"
-    assert column(page, 6) == ["4096", "256", "256"]
+    assert column(page, 6) == ["4096", "4096", "4096"]
     assert page.notice.isHidden()
     # the detail panel of the imported file: metadata, highlighted template, SHA-256, chat
     with qtbot.waitSignal(page.detail_shown, timeout=WAIT):
