@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QTextCursor
 
 from core.rag.store import close_stores
 from desktop.pages.chat import ChatPage
+from tests.desktop.chat_actions import click_link
 from tests.fixtures.documents import make_pdf
 
 pytestmark = pytest.mark.slow
@@ -77,17 +77,6 @@ def send(qtbot, page: ChatPage, text: str) -> None:
     assert page.error.text() == ""
 
 
-def click_link(qtbot, page: ChatPage, label: str) -> None:
-    """Click the link with this label in the transcript, with the mouse."""
-    view = page.transcript
-    found = view.document().find(label)
-    assert not found.isNull(), f"no {label!r} in the transcript"
-    assert found.charFormat().anchorHref(), f"{label!r} is not a link"
-    cursor = QTextCursor(view.document())
-    cursor.setPosition(found.selectionStart() + 1)
-    view.setTextCursor(cursor)
-    view.ensureCursorVisible()
-    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=view.cursorRect().center())
 
 
 def screenshot(page: ChatPage, name: str) -> None:

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QTextCursor
 
 from core.safety.audit import AuditLog
 from desktop.pages.chat import ChatPage
 from desktop.pages.safety import SafetyPage
+from tests.desktop.chat_actions import click_link
 
 WAIT = 60_000
 CHAT = "llama2:7b-chat"
@@ -54,17 +54,6 @@ def send(qtbot, page: ChatPage, text: str) -> None:
         qtbot.mouseClick(page.send_button, Qt.MouseButton.LeftButton)
 
 
-def click_link(qtbot, page: ChatPage, label: str) -> None:
-    """Click the link with this label in the transcript, with the mouse."""
-    view = page.transcript
-    found = view.document().find(label)
-    assert not found.isNull(), f"no {label!r} in the transcript"
-    assert found.charFormat().anchorHref(), f"{label!r} is not a link"
-    cursor = QTextCursor(view.document())
-    cursor.setPosition(found.selectionStart() + 1)
-    view.setTextCursor(cursor)
-    view.ensureCursorVisible()
-    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=view.cursorRect().center())
 
 
 def chat_model_calls(server) -> list:
