@@ -39,6 +39,7 @@ class PreparedPrompt:
     chat_messages: list[dict[str, str]] | None = None  #: Ollama /api/chat
     token_count: int | None = None  #: by the model's own tokenizer, when known
     exact_text: str = ""  #: what the inspector shows
+    stop_ids: tuple[int, ...] = ()  #: llama.cpp: control tokens that end the answer (<step>)
 
     @property
     def stop(self) -> tuple[str, ...]:
@@ -155,8 +156,12 @@ class LlamaCppBackend:
     def prepare(self, messages: Sequence[Message], fmt: str, tags: TagPolicy) -> PreparedPrompt:
         rendered = self.render(messages, fmt, tags)
         ids = self.tokenizer.ids(rendered)
+        # A stop that is a control token (Code Llama 70B's <step>) never shows up as text,
+        # since control tokens detokenize to nothing: stop on its id instead.
+        stop_ids = tuple(self.tokenizer.special_id(s) for s in rendered.stop
+                         if s.startswith("<") and s.endswith(">") and s in rendered.text)
         return PreparedPrompt(rendered, token_ids=ids, token_count=len(ids),
-                              exact_text=rendered.text)
+                              exact_text=rendered.text, stop_ids=stop_ids)
 
     def count(self, messages: Sequence[Message], fmt: str, tags: TagPolicy) -> int | None:
         return len(self.tokenizer.ids(self.render(messages, fmt, tags)))
@@ -166,7 +171,8 @@ class LlamaCppBackend:
 
     def stream(self, prompt: PreparedPrompt, params: GenerationParams) -> Iterator[StreamEvent]:
         assert prompt.token_ids is not None
-        for ev in self.engine.generate(prompt.token_ids, **params.engine_kwargs(prompt.stop)):
+        kwargs = params.engine_kwargs(prompt.stop)
+        for ev in self.engine.generate(prompt.token_ids, stop_ids=prompt.stop_ids, **kwargs):
             if not ev.done:
                 yield StreamEvent(text=ev.text, completion_tokens=ev.completion_tokens)
                 continue

@@ -226,12 +226,14 @@ class EngineClient:
         repeat_penalty: float = 1.1,
         seed: int | None = None,
         stop: Sequence[str] = (),
+        stop_ids: Sequence[int] = (),
     ) -> Iterator[GenerationEvent]:
         """Stream the completion of ``prompt_ids``. The lock is held until the stream ends."""
         msg = {
             "op": "generate", "ids": list(prompt_ids), "max_tokens": max_tokens,
             "temperature": temperature, "top_p": top_p, "top_k": top_k,
             "repeat_penalty": repeat_penalty, "seed": seed, "stop": list(stop),
+            "stop_ids": [int(i) for i in stop_ids],
         }
         with self._lock:
             self._ensure()

@@ -183,14 +183,21 @@ class _Child:
     def op_generate(self, msg: dict[str, Any]) -> None:
         self.cancel.clear()
         prompt = list(msg["ids"])
+        stop_ids = {int(i) for i in msg.get("stop_ids") or ()}
         counted = 0
         cancelled = False
+        stopped_by_id = False
 
-        def stop_check(_ids: Any, _logits: Any) -> bool:
-            nonlocal counted, cancelled
+        def stop_check(ids: Any, _logits: Any) -> bool:
+            nonlocal counted, cancelled, stopped_by_id
             counted += 1
             if self.cancel.is_set():
                 cancelled = True
+                return True
+            # ids ends with the last token already yielded; a control token among stop_ids
+            # has produced no text, so stopping one step later loses nothing.
+            if stop_ids and counted > 1 and int(ids[-1]) in stop_ids:
+                stopped_by_id = True
                 return True
             return False
 
@@ -235,6 +242,8 @@ class _Child:
             self.send({"text": "".join(buffered), "n": counted})
         if cancelled:
             finish = "cancelled"
+        elif stopped_by_id:
+            finish = "stop"
         self.send({
             "done": True,
             "finish_reason": finish or "stop",

@@ -130,3 +130,15 @@ def test_truncated_model_costs_a_message_not_the_app(tiny_gguf: Path, tmp_path: 
     with EngineClient(path, n_threads=1) as eng, pytest.raises(ModelFileDamaged) as info:
         eng.load()
     assert "llama.cpp could not load it" in str(info.value) or "incomplete" in str(info.value)
+
+
+def test_generation_stops_on_a_token_id(engine: EngineClient) -> None:
+    """Control tokens such as Code Llama 70B's <step> have no text: the stop is by id."""
+    prompt = engine.tokenize("hello", add_bos=True)
+    n_vocab = engine.load()["n_vocab"]
+    probs = engine.next_token_probs(prompt, list(range(n_vocab)))
+    first_id = max(probs, key=lambda i: probs[i])  # what greedy decoding emits first
+    events = list(engine.generate(prompt, max_tokens=50, temperature=0.0, stop_ids=[first_id]))
+    assert events[-1].finish_reason == "stop"
+    text = "".join(e.text for e in events if not e.done)
+    assert text.encode() == engine.token_pieces([first_id])[0]  # nothing after the stop token
