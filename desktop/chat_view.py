@@ -5,6 +5,7 @@ text, not the answer."""
 
 from __future__ import annotations
 
+import functools
 import html
 from collections.abc import Sequence
 from typing import Any
@@ -35,8 +36,10 @@ except ImportError:  # pragma: no cover - keeps the chat working without the saf
         return ""
 
 
+@functools.lru_cache(maxsize=1024)
 def markdown_html(text: str) -> str:
-    """Qt's own Markdown renderer, body only."""
+    """Qt's own Markdown renderer, body only; remembered, since the transcript is
+    re-rendered after each turn and old messages do not change."""
     doc = QTextDocument()
     doc.setMarkdown(text)
     full = doc.toHtml()
