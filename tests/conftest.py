@@ -17,6 +17,7 @@ pytest_plugins = [
     "tests.fixtures.gguf",
     "tests.fixtures.ollama",
     "tests.fixtures.chroma",
+    "tests.fixtures.documents",
 ]
 
 

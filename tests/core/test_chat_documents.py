@@ -17,30 +17,10 @@ from core.chat.store import HistoryStore
 from core.cli import main
 from core.rag.store import close_stores
 from core.safety.verdict import GuardVerdict
-from tests.fixtures.documents import make_pdf
 
 QUESTION = "How do planets move around the sun?"
 
 
-@pytest.fixture
-def handbook(tmp_path: Path) -> Path:
-    """A tiny knowledge base 'Handbook': a 2-page PDF and a text file, really indexed."""
-    from core.rag.indexing import index_paths
-    from core.rag.knowledge_base import create_kb
-
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    make_pdf(docs / "guide.pdf", ["The harbor handbook, second edition.",
-                                  "Planets orbit the sun along elliptical paths."])
-    (docs / "violins.txt").write_text("Violins are carved from spruce and maple.\n",
-                                      encoding="utf-8")
-    kb = create_kb("Handbook")
-    try:
-        index_paths(kb, [docs])
-    finally:
-        kb.close()
-    yield docs
-    close_stores()
 
 
 def test_corral_chat_with_a_kb_prints_references_after_the_answer(

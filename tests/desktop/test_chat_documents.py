@@ -12,37 +12,18 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import Qt
 
-from core.rag.store import close_stores
 from desktop.pages.chat import ChatPage
 from tests.desktop.chat_actions import click_link
-from tests.fixtures.documents import make_pdf
+from tests.fixtures.documents import HANDBOOK_PAGE_TWO
 
 pytestmark = pytest.mark.slow
 
 WAIT = 120_000
 GUARD = "llama-guard3:8b"
 QUESTION = "How do planets move around the sun?"
-PAGE_TWO = "Planets orbit the sun along elliptical paths."
+PAGE_TWO = HANDBOOK_PAGE_TWO
 
 
-@pytest.fixture
-def handbook(tmp_path: Path):
-    """The knowledge base 'Handbook', really indexed: guide.pdf (2 pages) and violins.txt."""
-    from core.rag.indexing import index_paths
-    from core.rag.knowledge_base import create_kb
-
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    make_pdf(docs / "guide.pdf", ["The harbor handbook, second edition.", PAGE_TWO])
-    (docs / "violins.txt").write_text("Violins are carved from spruce and maple.\n",
-                                      encoding="utf-8")
-    kb = create_kb("Handbook")
-    try:
-        index_paths(kb, [docs])
-    finally:
-        kb.close()
-    yield docs
-    close_stores()
 
 
 # --- what a user does -----------------------------------------------------------------------
