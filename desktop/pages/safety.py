@@ -23,7 +23,6 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QMessageBox,
     QPushButton,
-    QScrollArea,
     QStackedWidget,
     QTableWidget,
     QTableWidgetItem,
@@ -34,6 +33,7 @@ from PySide6.QtWidgets import (
 from core.prompts.guard import VERSIONS, guess_version
 from core.safety.verdict import ACTIONS, GuardVerdict, category_action, policy_key
 from desktop.context import AppContext, describe_error
+from desktop.layout import page_title, scrolling_column
 from desktop.worker import Job, Worker
 
 SUGGESTED_MODELS = ["ollama:llama-guard3:8b", "ollama:llama-guard3:1b"]
@@ -62,19 +62,12 @@ class SafetyPage(QWidget):
         self._loading = True
         s = ctx.settings.safety
         outer = QVBoxLayout(self)
-        title = QLabel("Safety")
-        title.setObjectName("pageTitle")
-        outer.addWidget(title)
+        page_title(outer, "Safety")
         intro = QLabel("A Llama Guard model checks each chat turn: your message before the chat "
                        "model sees it, and the answer when it is complete.")
         intro.setWordWrap(True)
         outer.addWidget(intro)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        body = QWidget()
-        col = QVBoxLayout(body)
-        scroll.setWidget(body)
-        outer.addWidget(scroll, 1)
+        col = scrolling_column(outer)
 
         self.notice = QLabel()
         self.notice.setObjectName("emptyState")

@@ -12,7 +12,6 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
-    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -20,6 +19,7 @@ from PySide6.QtWidgets import (
 
 from core.config import settings_path
 from desktop.context import AppContext
+from desktop.layout import page_title, scrolling_column
 from desktop.worker import Job, Worker
 
 EMBEDDER_MODES = [
@@ -35,15 +35,8 @@ class SettingsPage(QWidget):
         self.ctx = ctx
         s = ctx.settings
         outer = QVBoxLayout(self)
-        title = QLabel("Settings")
-        title.setObjectName("pageTitle")
-        outer.addWidget(title)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        body = QWidget()
-        col = QVBoxLayout(body)
-        scroll.setWidget(body)
-        outer.addWidget(scroll, 1)
+        page_title(outer, "Settings")
+        col = scrolling_column(outer)
 
         self.ollama_host = QLineEdit(s.ollama.host)
         self.ollama_host.setPlaceholderText("empty: $OLLAMA_HOST, else 127.0.0.1:11434")
