@@ -38,13 +38,13 @@ log = logging.getLogger("corral.desktop")
 
 #: title -> (module, class, what the page is for: shown while it cannot load)
 PAGES: list[tuple[str, str, str, str]] = [
-    ("Models", "desktop.pages.models", "ModelsPage", "Every model you have, in one table."),
-    ("Chat", "desktop.pages.chat", "ChatPage", "Talk with a local model."),
-    ("Documents", "desktop.pages.documents", "DocumentsPage", "Knowledge bases for grounded chat."),
-    ("Tokens", "desktop.pages.tokens", "TokensPage", "How tokenizers split your text."),
-    ("Embeddings", "desktop.pages.embeddings", "EmbeddingsPage", "Similarity and corpus maps."),
-    ("Safety", "desktop.pages.safety", "SafetyPage", "Llama Guard checks and the audit log."),
-    ("Settings", "desktop.pages.settings", "SettingsPage", "Hosts, stores and defaults."),
+    ("Models", "desktop.pages.models.page", "ModelsPage", "Every model you have, in one table."),
+    ("Chat", "desktop.pages.chat.page", "ChatPage", "Talk with a local model."),
+    ("Documents", "desktop.pages.documents.page", "DocumentsPage", "Knowledge bases for grounded chat."),
+    ("Tokens", "desktop.pages.tokens.page", "TokensPage", "How tokenizers split your text."),
+    ("Embeddings", "desktop.pages.embeddings.page", "EmbeddingsPage", "Similarity and corpus maps."),
+    ("Safety", "desktop.pages.safety.page", "SafetyPage", "Llama Guard checks and the audit log."),
+    ("Settings", "desktop.pages.settings.page", "SettingsPage", "Hosts, stores and defaults."),
 ]
 
 
@@ -113,7 +113,7 @@ class MainWindow(QMainWindow):
             page: QWidget = page_cls(self.ctx)
             return page
         except ModuleNotFoundError as exc:
-            if exc.name != module:
+            if exc.name is None or not module.startswith(exc.name):
                 log.exception("page %s failed to import", title)
                 return PlaceholderPage(title, purpose, f"This page could not load: {exc}.")
             return PlaceholderPage(title, purpose, "This page is not part of this build yet.")

@@ -9,7 +9,7 @@ from PySide6.QtCore import QObject, Signal
 
 from core.config import Settings
 from core.errors import CorralError, SettingsError
-from desktop.worker import JobRunner
+from desktop.jobs import JobRunner
 
 log = logging.getLogger("corral.desktop")
 

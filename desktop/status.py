@@ -9,7 +9,7 @@ from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QLabel, QMainWindow, QStatusBar
 
 from desktop.context import AppContext
-from desktop.worker import Job, Worker
+from desktop.jobs import Job, Worker
 
 PROBE_INTERVAL_MS = 15000
 

@@ -32,7 +32,7 @@ MODES = ("fast", "fastest")
 _NOT_MODEL = {".gitattributes", "readme.md", "data_config.json", "train_script.py"}
 _MAX_CALIBRATION = 64  # passages; each also gives one short query-like sentence
 
-#: progress(fraction or None, text) as in desktop.worker's job.progress.
+#: progress(fraction or None, text) as in desktop.jobs's job.progress.
 Progress = Callable[[float | None, str], None]
 
 FAST_HINT = "Install Corral's fast extra (pip install 'corral[fast]') or use the standard mode."

@@ -50,7 +50,7 @@ def main(n: int = 100_000) -> None:
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication([])
-    from desktop.pages.embeddings_plots import CorpusMapView
+    from desktop.pages.embeddings.plots import CorpusMapView
 
     view = CorpusMapView()
     view.resize(1000, 700)

@@ -80,7 +80,7 @@ def gui_stall(n_tokens: int) -> tuple[int, int, int, float]:
     from core.chat.backends import BackendInfo, PreparedPrompt, StreamEvent
     from core.prompts.formats import render
     from desktop.context import AppContext
-    from desktop.pages.chat import ChatPage
+    from desktop.pages.chat.page import ChatPage
 
     class FastBackend:
         def info(self) -> BackendInfo:
@@ -152,7 +152,7 @@ def main() -> None:
     args = ap.parse_args()
     model = args.model
     if model is None:
-        from tests.fixtures.gguf import make_tiny_gguf
+        from tools.tiny_gguf import make_tiny_gguf
 
         model = str(make_tiny_gguf(Path(tempfile.mkdtemp()) / "tiny.gguf", n_ctx=4096))
     corral, ids = corral_tokens_per_s(model, args.tokens)

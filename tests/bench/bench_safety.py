@@ -31,7 +31,7 @@ def main(rounds: int = 5) -> None:
     from core.prompts.guard import render_guard
     from core.safety.code_scan import scan_markdown
     from core.safety.guard import GuardService
-    from tests.fixtures.gguf import SPM_SPACE, make_tiny_gguf
+    from tools.tiny_gguf import SPM_SPACE, make_tiny_gguf
 
     tmp = Path(tempfile.mkdtemp())
     os.environ["CORRAL_HOME"] = str(tmp / "home")

@@ -14,7 +14,7 @@ from core.errors import PromptFormatError, UnsafeTemplate
 from core.prompts.base import WORD_JOINER
 from core.prompts.formats import ModelTemplate, normalise_format, pick_format, render
 from core.prompts.template import render_chat_template
-from tests.fixtures.gguf import LLAMA2_CHAT_TEMPLATE
+from tools.tiny_gguf import LLAMA2_CHAT_TEMPLATE
 
 # Copies of ../shared/specs/vectors, kept with the tests.
 VECTORS = Path(__file__).resolve().parents[1] / "data" / "vectors"

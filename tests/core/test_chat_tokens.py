@@ -17,7 +17,7 @@ from core.errors import PromptFormatError
 from core.models.engine import EngineClient
 from core.prompts.formats import PromptTokenizer, render
 from tests.core.test_chat_prompts import INPUTS
-from tests.fixtures.gguf import make_tiny_gguf
+from tools.tiny_gguf import make_tiny_gguf
 
 
 @pytest.fixture(scope="module")

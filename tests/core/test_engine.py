@@ -10,7 +10,7 @@ import pytest
 
 from core.errors import EngineCrashed, ModelFileDamaged
 from core.models.engine import EngineClient
-from tests.fixtures.gguf import build_vocab
+from tools.tiny_gguf import build_vocab
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from core.models.gguf_meta import (
     read_gguf,
     template_problem,
 )
-from tests.fixtures.gguf import make_tiny_gguf
+from tools.tiny_gguf import make_tiny_gguf
 
 SSTI = "{{ ''.__class__.__mro__[1].__subclasses__() }}{% for m in messages %}{% endfor %}"
 

@@ -18,7 +18,7 @@ from core.models.catalog import collect, inspect_model
 from core.models.engine import EngineClient
 from core.models.ollama_store import OllamaStore, StoreName, find_store
 from core.models.refs import parse_ref, resolve
-from tests.fixtures.gguf import make_tiny_gguf
+from tools.tiny_gguf import make_tiny_gguf
 from tests.fixtures.ollama import FakeOllama, add_store_model
 
 

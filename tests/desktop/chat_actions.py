@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QTextCursor
 
-from desktop.pages.chat import ChatPage
+from desktop.pages.chat.page import ChatPage
 
 
 def click_link(qtbot, page: ChatPage, label: str) -> None:

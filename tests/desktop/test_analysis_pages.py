@@ -38,7 +38,7 @@ def engines():
 
 
 def test_tokens_page_shows_three_tokenizers_side_by_side(qtbot, ctx, tiny_gguf, engines):
-    from desktop.pages.tokens import EMPTY_TEXT, TokensPage
+    from desktop.pages.tokens.page import EMPTY_TEXT, TokensPage
 
     page = TokensPage(ctx)
     qtbot.addWidget(page)
@@ -57,7 +57,7 @@ def test_tokens_page_shows_three_tokenizers_side_by_side(qtbot, ctx, tiny_gguf, 
     assert differing_cuts(page.results)  # the three disagree somewhere, and the page says so
     assert "disagree" in page.status.text()
     # hover details: id, exact bytes, special flag
-    from desktop.pages.tokens_widgets import token_tooltip
+    from desktop.pages.tokens.widgets import token_tooltip
 
     byte_span = next(s for s in llama.spans if s.piece == "<0xF0>")
     tip = token_tooltip(byte_span, llama.kind)
@@ -75,7 +75,7 @@ def test_tokens_page_shows_three_tokenizers_side_by_side(qtbot, ctx, tiny_gguf, 
 
 
 def test_tokens_page_receives_text_from_other_pages(qtbot, ctx):
-    from desktop.pages.tokens import TokensPage
+    from desktop.pages.tokens.page import TokensPage
 
     page = TokensPage(ctx)
     qtbot.addWidget(page)
@@ -87,7 +87,7 @@ def test_tokens_page_receives_text_from_other_pages(qtbot, ctx):
 
 
 def test_tokens_page_lists_local_models_in_the_background(qtbot, ctx):
-    from desktop.pages.tokens import TokensPage
+    from desktop.pages.tokens.page import TokensPage
 
     page = TokensPage(ctx)
     qtbot.addWidget(page)
@@ -97,7 +97,7 @@ def test_tokens_page_lists_local_models_in_the_background(qtbot, ctx):
 
 
 def test_bpe_step_by_step_walks_merges(qtbot, ctx):
-    from desktop.pages.tokens import TokensPage
+    from desktop.pages.tokens.page import TokensPage
 
     page = TokensPage(ctx)
     qtbot.addWidget(page)
@@ -117,7 +117,7 @@ def test_bpe_step_by_step_walks_merges(qtbot, ctx):
 
 def test_similarity_heatmap_of_six_sentences(qtbot, ctx, tmp_path):
     from core.analysis.similarity import similarity_matrix
-    from desktop.pages.embeddings import EmbeddingsPage
+    from desktop.pages.embeddings.page import EmbeddingsPage
 
     page = EmbeddingsPage(ctx)
     qtbot.addWidget(page)
@@ -176,7 +176,7 @@ def small_kb(tmp_path):
 
 
 def test_corpus_map_of_a_knowledge_base_with_a_query(qtbot, ctx, small_kb):
-    from desktop.pages.embeddings import EmbeddingsPage
+    from desktop.pages.embeddings.page import EmbeddingsPage
 
     page = EmbeddingsPage(ctx)
     qtbot.addWidget(page)
@@ -206,7 +206,7 @@ def test_corpus_map_of_a_knowledge_base_with_a_query(qtbot, ctx, small_kb):
 
 def test_corpus_map_from_vectors_and_hover(qtbot, ctx):
     from core.analysis.corpus import corpus_from_vectors
-    from desktop.pages.embeddings import EmbeddingsPage
+    from desktop.pages.embeddings.page import EmbeddingsPage
 
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((3, 16)) * 5

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import Qt
 
-from desktop.pages.chat import ChatPage
+from desktop.pages.chat.page import ChatPage
 from tests.desktop.chat_actions import click_link
 from tests.fixtures.documents import HANDBOOK_PAGE_TWO
 

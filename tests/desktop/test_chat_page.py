@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from desktop.pages.chat import ChatPage
+from desktop.pages.chat.page import ChatPage
 
 WAIT = 60_000
 

@@ -9,8 +9,8 @@ import pytest
 from PySide6.QtCore import Qt
 
 from core.safety.audit import AuditLog
-from desktop.pages.chat import ChatPage
-from desktop.pages.safety import SafetyPage
+from desktop.pages.chat.page import ChatPage
+from desktop.pages.safety.page import SafetyPage
 from tests.desktop.chat_actions import click_link
 
 WAIT = 60_000

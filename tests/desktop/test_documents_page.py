@@ -23,8 +23,8 @@ from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QMessageBox
 
 from core.errors import FeatureUnavailable
 from core.rag.store import close_stores
-from desktop.documents_widgets import KnowledgeBaseDialog
-from desktop.pages.documents import DocumentsPage
+from desktop.pages.documents.widgets import KnowledgeBaseDialog
+from desktop.pages.documents.page import DocumentsPage
 from tests.fixtures.documents import WORDS, make_pdf, minilm_embedder, prose, write_corpus
 
 __all__ = ["minilm_embedder"]

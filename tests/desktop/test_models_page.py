@@ -9,7 +9,7 @@ import pytest
 from PySide6.QtCore import Qt
 
 from core.models import library
-from desktop.pages.models import ModelsPage
+from desktop.pages.models.page import ModelsPage
 from tests.fixtures.ollama import FakeOllama
 
 WAIT = 15000

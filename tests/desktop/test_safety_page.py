@@ -16,7 +16,7 @@ from core.safety.verdict import GuardVerdict
 
 @pytest.fixture
 def page(ctx, qtbot):
-    from desktop.pages.safety import SafetyPage
+    from desktop.pages.safety.page import SafetyPage
 
     widget = SafetyPage(ctx)
     qtbot.addWidget(widget)
@@ -96,7 +96,7 @@ def test_try_a_message_with_the_guard(page, ctx, qtbot, ollama_server):
 
 
 def test_verdict_badge_texts(qtbot):
-    from desktop.pages.safety_widgets import VerdictBadge
+    from desktop.widgets.verdicts import VerdictBadge
 
     unsafe = GuardVerdict.from_answer("unsafe\nS1,S10", version="llama-guard-3",
                                       probability=0.97, guard_model="ollama:llama-guard3",
@@ -118,7 +118,7 @@ def test_verdict_badge_texts(qtbot):
 
 def test_code_findings_widget(qtbot):
     from core.safety.code_scan import scan_markdown
-    from desktop.pages.safety_widgets import CodeFindings
+    from desktop.widgets.verdicts import CodeFindings
 
     findings = scan_markdown("```c\nstrcpy(a, b);\n```")
     widget = CodeFindings(findings)

@@ -6,7 +6,7 @@ import pytest
 
 from core.config import Settings
 from core.errors import FeatureUnavailable
-from desktop.pages.settings import SettingsPage
+from desktop.pages.settings.page import SettingsPage
 
 
 def test_save_writes_settings_and_tells_other_pages(qtbot, ctx) -> None:

@@ -34,7 +34,7 @@ def test_only_the_first_page_is_built_at_start(qtbot, ctx) -> None:
 
 
 def test_jobs_started_while_building_wait_for_the_first_paint(qtbot, ctx) -> None:
-    from desktop.worker import Worker
+    from desktop.jobs import Worker
 
     ran: list[str] = []
     ctx.jobs.hold()

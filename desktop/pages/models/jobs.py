@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from desktop.worker import Job
+from desktop.jobs import Job
 
 
 def list_job(job: Job, settings: Any) -> Any:

@@ -27,8 +27,8 @@ from core.analysis.bpe_steps import CLASSIC_TEXT, BpeStep, bpe_steps
 from core.analysis.one_hot import one_hot
 from core.analysis.tokens import TokenizedText, differing_cuts
 from desktop.context import AppContext
-from desktop.pages.tokens_widgets import TokenStrip, tokens_summary_html
-from desktop.worker import Worker
+from desktop.pages.tokens.widgets import TokenStrip, tokens_summary_html
+from desktop.jobs import Worker
 
 EMPTY_TEXT = (
     "A token is the unit a model actually reads: a word, a piece of a word, or a single byte. "

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.chat.params import GenerationParams
-from desktop.chat_panels import ParamsForm
+from desktop.pages.chat.panels import ParamsForm
 
 FORMAT_CHOICES = [("Auto (from the model)", "auto"), ("Llama 2 / Code Llama", "llama2"),
                   ("Code Llama 70B", "codellama70b"), ("Model's own template", "model")]

@@ -19,14 +19,14 @@ from PySide6.QtWidgets import QLabel, QMessageBox, QSplitter, QVBoxLayout, QWidg
 from core.chat.params import GenerationParams
 from core.chat.store import HistoryStore
 from core.errors import Cancelled, ContextOverflow
-from desktop.chat_controls import ChatSetup, Composer, known_models
-from desktop.chat_history import ConversationList
-from desktop.chat_panels import ContextMeter, PromptInspector, PromptWatch
-from desktop.chat_safety import ChatGuard
-from desktop.chat_sources import KbChooser, SourcesPanel, answer_summary, preview, preview_summary
-from desktop.chat_turns import open_model_job, turn_job
-from desktop.chat_view import TranscriptView, verdict_sentence
-from desktop.worker import Worker
+from desktop.pages.chat.controls import ChatSetup, Composer, known_models
+from desktop.pages.chat.history import ConversationList
+from desktop.pages.chat.panels import ContextMeter, PromptInspector, PromptWatch
+from desktop.pages.chat.guard import ChatGuard
+from desktop.pages.chat.sources import KbChooser, SourcesPanel, answer_summary, preview, preview_summary
+from desktop.pages.chat.jobs import open_model_job, turn_job
+from desktop.pages.chat.transcript import TranscriptView, verdict_sentence
+from desktop.jobs import Worker
 
 CHECKING = {"input": "Checking your message with the safety guard …",
             "output": "Checking the answer with the safety guard …",

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.chat.hooks import citation_label, cited_where, left_out_note, split_citations
-from desktop.worker import Worker
+from desktop.jobs import Worker
 
 NO_KBS = "No knowledge bases yet"
 CHOOSE = "Choose a knowledge base"
@@ -51,7 +51,7 @@ def preview(job: Any, kb: str, text: str, settings: Any, guard: Any, *, check: b
     them when ``check``), and nothing generated. Returns (kb, text, citations, threshold)."""
     from core.chat.hooks import cite_retrieved
     from core.chat.retrieval import open_retrieval
-    from desktop.chat_safety import TurnGuard
+    from desktop.pages.chat.guard import TurnGuard
 
     retrieval = open_retrieval(kb, settings)
     try:

@@ -34,10 +34,10 @@ from PySide6.QtWidgets import (
 
 from core.errors import Cancelled
 from core.units import human_size
-from desktop import models_jobs as jobs
+from desktop.pages.models.page import jobs
 from desktop.context import AppContext, describe_error
-from desktop.models_widgets import DetailPanel
-from desktop.worker import Worker
+from desktop.pages.models.widgets import DetailPanel
+from desktop.jobs import Worker
 
 COLUMNS = ["Name", "Source", "Family", "Parameters", "Quantization", "Size", "Context", "Loaded"]
 

@@ -36,7 +36,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.pages.settings import EMBEDDER_MODES
+from desktop.widgets.embedder import embedder_mode_box, embedder_spec_edit
 
 STATUS_TEXT = {"indexed": "Indexed", "unchanged": "Unchanged", "skipped": "Skipped",
                "removed": "Removed"}
@@ -133,14 +133,9 @@ class KnowledgeBaseDialog(QDialog):
             form.addRow("Name", self.name)
         else:
             self.name.hide()
-        self.embedder = QLineEdit(spec)
-        self.embedder.setPlaceholderText("minilm, a sentence-transformers folder, ollama:NAME, "
-                                         "or a .gguf")
+        self.embedder = embedder_spec_edit(spec)
         form.addRow("Embedder", self.embedder)
-        self.mode = QComboBox()
-        for value, label in EMBEDDER_MODES:
-            self.mode.addItem(label, value)
-        self.mode.setCurrentIndex(max(0, self.mode.findData(mode)))
+        self.mode = embedder_mode_box(mode)
         form.addRow("Speed mode", self.mode)
         self.mode_note = QLabel("")
         self.mode_note.setStyleSheet("color: #607d8b;")

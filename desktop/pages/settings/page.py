@@ -20,14 +20,8 @@ from PySide6.QtWidgets import (
 from core.config import settings_path
 from desktop.context import AppContext
 from desktop.layout import page_title, scrolling_column
-from desktop.worker import Job, Worker
-
-EMBEDDER_MODES = [
-    ("standard", "Standard — sentence-transformers (torch)"),
-    ("fast", "Fast — same model compiled for this CPU (about 2.5x)"),
-    ("fastest", "Fastest — int8, calibrated on your documents (about 3.7x)"),
-]
-
+from desktop.jobs import Job, Worker
+from desktop.widgets.embedder import embedder_mode_box, embedder_spec_edit
 
 class SettingsPage(QWidget):
     def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
@@ -66,12 +60,8 @@ class SettingsPage(QWidget):
             ("Mode", self.store_mode), ("Server host", self.store_host), ("Server port", self.store_port),
         ]))
 
-        self.embedder = QLineEdit(s.embedder.default)
-        self.embedder.setPlaceholderText("minilm, a sentence-transformers folder, ollama:NAME, or a .gguf")
-        self.embedder_mode = QComboBox()
-        for value, label in EMBEDDER_MODES:
-            self.embedder_mode.addItem(label, value)
-        self.embedder_mode.setCurrentIndex(max(0, self.embedder_mode.findData(s.embedder.mode)))
+        self.embedder = embedder_spec_edit(s.embedder.default)
+        self.embedder_mode = embedder_mode_box(s.embedder.mode)
         self.export_bar = QProgressBar()
         self.export_bar.setFormat("Preparing the embedder for this CPU… %p%")
         self.export_bar.hide()

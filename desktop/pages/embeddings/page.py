@@ -36,8 +36,8 @@ from core.analysis.similarity import (
     similarity_matrix,
 )
 from desktop.context import AppContext
-from desktop.pages.embeddings_plots import CorpusMapView, HeatmapView
-from desktop.worker import Worker
+from desktop.pages.embeddings.plots import CorpusMapView, HeatmapView
+from desktop.jobs import Worker
 
 MATRIX_EMPTY = (
     "Enter a few sentences, one per line, and press Compare. Each sentence becomes a vector; "

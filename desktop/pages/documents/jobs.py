@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from desktop.worker import Job
+from desktop.jobs import Job
 
 STANDARD_NOTE = "The knowledge base uses the standard embedder instead."
 REBUILD_HINT = ("Choose “Re-index with another embedder…” to rebuild it with an embedder "

@@ -10,10 +10,10 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-from desktop import documents_jobs as jobs
+from desktop.pages.documents.page import jobs
 from desktop.context import AppContext, describe_error
-from desktop.documents_widgets import describe_progress
-from desktop.worker import Worker
+from desktop.pages.documents.widgets import describe_progress
+from desktop.jobs import Worker
 
 #: progress fraction meaning "leave the bar as it is, change the line only"
 KEEP_BAR = -2.0

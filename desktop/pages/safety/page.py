@@ -34,7 +34,7 @@ from core.prompts.guard import VERSIONS, guess_version
 from core.safety.verdict import ACTIONS, GuardVerdict, category_action, policy_key
 from desktop.context import AppContext, describe_error
 from desktop.layout import page_title, scrolling_column
-from desktop.worker import Job, Worker
+from desktop.jobs import Job, Worker
 
 SUGGESTED_MODELS = ["ollama:llama-guard3:8b", "ollama:llama-guard3:1b"]
 AUDIT_COLUMNS = ["Time", "Conversation", "Direction", "Verdict", "Categories", "Action",

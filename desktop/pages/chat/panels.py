@@ -23,8 +23,8 @@ from PySide6.QtWidgets import (
 
 from core.chat.backends import PreparedPrompt
 from core.chat.params import GenerationParams
-from desktop.chat_turns import PromptViews, prompt_views_job
-from desktop.worker import Worker
+from desktop.pages.chat.jobs import PromptViews, prompt_views_job
+from desktop.jobs import Worker
 
 
 class ParamsForm(QWidget):

@@ -4,7 +4,7 @@ A throw-away CORRAL_HOME is filled the way a user would fill it (through `corral
 subcommands: a tiny random-weight GGUF imported, the sample documents indexed, one chat
 stored), then the window is opened and each page is driven a little and grabbed.
 
-Run: QT_QPA_PLATFORM=offscreen python packaging/readme_screenshots.py [OUT_DIR]
+Run: QT_QPA_PLATFORM=offscreen python tools/readme_screenshots.py [OUT_DIR]
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script: the checkout's packages come first
 SAMPLES = ROOT / "resources" / "samples"
 
 
@@ -24,8 +25,7 @@ def corral(*args: str) -> None:
 
 
 def prepare_home(home: Path) -> Path:
-    sys.path.insert(0, str(ROOT))
-    from tests.fixtures.gguf import make_tiny_gguf
+    from tools.tiny_gguf import make_tiny_gguf
 
     model = make_tiny_gguf(home / "tiny-llama.gguf")
     corral("models", "import", str(model), "--name", "tiny-llama")

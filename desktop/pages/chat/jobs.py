@@ -7,9 +7,9 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from desktop.chat_safety import TurnGuard
+from desktop.pages.chat.guard import TurnGuard
 from desktop.context import describe_error
-from desktop.worker import Job
+from desktop.jobs import Job
 
 BATCH_S = 0.03
 

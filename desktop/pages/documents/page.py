@@ -20,11 +20,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop import documents_jobs as jobs
+from desktop.pages.documents.page import jobs
 from desktop.context import AppContext, describe_error
-from desktop.documents_runs import KEEP_BAR, IndexRunner
-from desktop.documents_widgets import DocumentsLayout, KnowledgeBaseDialog, describe_kb
-from desktop.worker import Worker
+from desktop.pages.documents.runs import KEEP_BAR, IndexRunner
+from desktop.pages.documents.widgets import DocumentsLayout, KnowledgeBaseDialog, describe_kb
+from desktop.jobs import Worker
 
 WATCH_INTERVAL_MS = 10000
 DEFAULT_NAME = "Documents"

@@ -20,7 +20,7 @@ from core.chat.markdown import split_blocks
 from core.chat.store import ChatMessage
 
 try:  # the safety area's colours and wording, when it is there
-    from desktop.pages.safety_widgets import COLOURS, badge_parts, findings_html
+    from desktop.widgets.verdicts import COLOURS, badge_parts, findings_html
 except ImportError:  # pragma: no cover - keeps the chat working without the safety page
     COLOURS = {"safe": ("#e3f4e6", "#1f6b2c"), "unsafe": ("#fde4e1", "#9b1c12"),
                "warn": ("#fff3d6", "#7a5300"), "unknown": ("#ece4f7", "#4f2d84"),

@@ -1,0 +1,1 @@
+"""Settings: hosts, stores, the embedder and its speed mode, and chat defaults."""
