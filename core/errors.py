@@ -97,7 +97,11 @@ class ContextOverflow(CorralError):
 
 
 class Cancelled(CorralError):
-    """The user cancelled the operation."""
+    """The user cancelled the operation; ``partial`` keeps what was done by then, if anything."""
+
+    def __init__(self, message: str = "cancelled", *, partial: object = None) -> None:
+        super().__init__(message)
+        self.partial = partial
 
 
 # --- documents -----------------------------------------------------------------------

@@ -130,8 +130,9 @@ class MainWindow(QMainWindow):
             index = list(self._specs).index(title)
             old = self.stack.widget(index)
             self.stack.insertWidget(index, page)
-            self.stack.removeWidget(old)
-            old.deleteLater()
+            if old is not None:
+                self.stack.removeWidget(old)
+                old.deleteLater()
         return page
 
     @property

@@ -1,4 +1,7 @@
-"""What every page shares: settings, the job runner, a signal bus, and error reporting."""
+"""What every page shares: settings, the job runner, a signal bus, and error reporting.
+
+The context owns the one ``Settings`` of the window: pages read it from here and pass it into
+core calls, so every page runs on the same values (the defaults, after a broken file)."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-from core.config import Settings
+from core.config import Settings, settings_path
 from core.errors import CorralError, SettingsError
 from desktop.jobs import JobRunner
 
@@ -30,7 +33,7 @@ class AppContext(QObject):
     def __init__(self, settings: Settings | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.bus = Bus(self)
-        self.jobs = JobRunner(parent=self)
+        self.jobs = JobRunner(parent=self, on_error=self.show_error)
         self.settings_error: str | None = None
         if settings is None:
             try:
@@ -41,15 +44,22 @@ class AppContext(QObject):
                 settings = Settings()
         self.settings = settings
 
-    def save_settings(self) -> None:
+    def save_settings(self) -> bool:
+        """Write the settings file; say why not and return False when it was not written."""
         if self.settings_error:
-            return
+            # Never overwrite a file the user may want to mend by hand.
+            self.show_error(f"Settings not saved: {settings_path()} could not be read, and "
+                            "Corral does not overwrite it. Fix or remove that file, then "
+                            "restart Corral.")
+            return False
         try:
             self.settings.save()
         except OSError as exc:
-            self.show_error(exc)
-            return
+            self.show_error(f"Settings not saved: {exc.strerror or exc} "
+                            f"({exc.filename or settings_path()}).")
+            return False
         self.bus.settings_changed.emit()
+        return True
 
     def show_error(self, exc: BaseException | str) -> str:
         """Turn an exception into a sentence, show it in the status bar, return it."""

@@ -34,7 +34,7 @@ class StatusBar(QStatusBar):
         ctx.bus.status_message.connect(lambda text, ms: self.showMessage(text, ms))
         ctx.bus.error.connect(lambda text: self.showMessage("⚠ " + text, 12000))
         ctx.bus.settings_changed.connect(self.check_ollama)
-        self._probe: Worker | None = None
+        self._probe: Worker[str] | None = None
         self.timer = QTimer(self)
         self.timer.setInterval(PROBE_INTERVAL_MS)
         self.timer.timeout.connect(self.check_ollama)
@@ -50,12 +50,12 @@ class StatusBar(QStatusBar):
         if self._probe is not None and not self._probe.is_done:
             return
         host = self.host()
-        worker = Worker(probe_ollama, host, 2.0)
-        worker.signals.finished.connect(lambda v, h=host: self._set_ollama(f"Ollama {v} at {h}", True))
-        worker.signals.failed.connect(lambda _e, h=host: self._set_ollama(f"Ollama not running at {h}", False))
-        self._probe = worker
-        # Not through ctx.jobs: a probe is not "work" the user started.
-        self.ctx.jobs.pool.start(worker)
+        # quiet: a probe is not work the user started, so "Working" does not count it
+        self._probe = self.ctx.jobs.run(
+            probe_ollama, host, 2.0, group="status-ollama", quiet=True,
+            on_result=lambda v: self._set_ollama(f"Ollama {v} at {host}", True),
+            on_error=lambda _e: self._set_ollama(f"Ollama not running at {host}", False),
+            on_cancelled=lambda _p: None)
 
     def _set_ollama(self, text: str, up: bool) -> None:
         self.ollama.setText(("● " if up else "○ ") + text)
