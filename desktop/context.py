@@ -44,22 +44,21 @@ class AppContext(QObject):
                 settings = Settings()
         self.settings = settings
 
-    def save_settings(self) -> bool:
-        """Write the settings file; say why not and return False when it was not written."""
+    def save_settings(self) -> str | None:
+        """Write the settings file: None when written, else the sentence that says why not
+        (also shown in the status bar)."""
         if self.settings_error:
             # Never overwrite a file the user may want to mend by hand.
-            self.show_error(f"Settings not saved: {settings_path()} could not be read, and "
-                            "Corral does not overwrite it. Fix or remove that file, then "
-                            "restart Corral.")
-            return False
+            return self.show_error(
+                f"Settings not saved: {settings_path()} could not be read, and Corral does "
+                "not overwrite it. Fix or remove that file, then restart Corral.")
         try:
             self.settings.save()
         except OSError as exc:
-            self.show_error(f"Settings not saved: {exc.strerror or exc} "
-                            f"({exc.filename or settings_path()}).")
-            return False
+            return self.show_error(f"Settings not saved: {exc.strerror or exc} "
+                                   f"({settings_path()}).")
         self.bus.settings_changed.emit()
-        return True
+        return None
 
     def show_error(self, exc: BaseException | str) -> str:
         """Turn an exception into a sentence, show it in the status bar, return it."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import string
 from pathlib import Path
 
-
 SPM_SPACE = "\u2581"
 
 LLAMA2_CHAT_TEMPLATE = (

@@ -80,17 +80,22 @@ class VerdictBadge(QLabel):
                            "border-radius: 8px; padding: 1px 8px; }")
 
 
+def _field(finding: Any, key: str) -> Any:
+    """One field of a finding: a core ``Finding`` or its dict (a stored message's)."""
+    return finding.get(key) if isinstance(finding, Mapping) else getattr(finding, key)
+
+
 def findings_html(findings: Sequence[Any]) -> str:
     """The code-scan findings of one block as a short HTML list (line, rule, why)."""
     if not findings:
         return ""
     items = []
     for f in findings:
-        get = f.get if isinstance(f, Mapping) else lambda k, f=f: getattr(f, k)
         items.append(
-            f"<li><b>line {int(get('line'))}</b>: {html.escape(str(get('title')))} "
-            f"<span style='color:#777'>[{html.escape(str(get('rule_id')))}]</span><br>"
-            f"{html.escape(str(get('why')))}</li>")
+            f"<li><b>line {int(_field(f, 'line'))}</b>: "
+            f"{html.escape(str(_field(f, 'title')))} "
+            f"<span style='color:#777'>[{html.escape(str(_field(f, 'rule_id')))}]</span><br>"
+            f"{html.escape(str(_field(f, 'why')))}</li>")
     return ("<div style='color:#9b1c12'>Possible security problems in this code:</div>"
             f"<ul style='margin-top:2px'>{''.join(items)}</ul>")
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFormLayout, QLabel
 
 from core.models import library
+from desktop.pages.models import jobs
 from desktop.pages.models.page import ModelsPage
 from tests.fixtures.ollama import FakeOllama
 
@@ -32,6 +36,27 @@ def column(page: ModelsPage, col: int) -> list[str]:
 
 def finish(qtbot, ctx) -> None:
     qtbot.waitUntil(lambda: not ctx.jobs.running, timeout=WAIT)
+
+
+def summary(page: ModelsPage) -> dict[str, str]:
+    """The detail panel's Summary tab, label -> value."""
+    form = page.detail.form
+    out = {}
+    for row in range(form.rowCount()):
+        label = form.itemAt(row, QFormLayout.ItemRole.LabelRole).widget()
+        value = form.itemAt(row, QFormLayout.ItemRole.FieldRole).widget()
+        assert isinstance(label, QLabel) and isinstance(value, QLabel)
+        out[label.text()] = value.text()
+    return out
+
+
+def two_files(tmp_path: Path, tiny_gguf: Path) -> tuple[Path, Path]:
+    """The tiny GGUF imported twice, as model-a and model-b."""
+    a, b = tmp_path / "a.gguf", tmp_path / "b.gguf"
+    for path in (a, b):
+        path.write_bytes(tiny_gguf.read_bytes())
+        library.import_file(path, f"model-{path.stem}")
+    return a.resolve(), b.resolve()
 
 
 def test_list_shows_models_from_all_three_sources(qtbot, ctx, ollama_server: FakeOllama,
@@ -171,4 +196,82 @@ def test_import_folder_and_damaged_file(qtbot, ctx, ollama_server: FakeOllama,
     status = page.pull_status.text()
     assert "Imported tiny-random-llama." in status
     assert "Not imported: cut.gguf: incomplete file," in status and "% present" in status
+    finish(qtbot, ctx)
+
+
+def test_a_slow_detail_never_paints_over_the_next_model(qtbot, ctx, ollama_server: FakeOllama,
+                                                        tmp_path: Path, tiny_gguf: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    _, b = two_files(tmp_path, tiny_gguf)
+    page = make_page(qtbot, ctx, ollama_server.host)
+    gate, a_ended = threading.Event(), threading.Event()
+    a_cancelled: list[bool] = []
+    real = jobs.inspect_job
+
+    def inspect(job, ref, settings):  # model-a's file is slow to read
+        if ref != "model-a":
+            return real(job, ref, settings)
+        try:
+            assert gate.wait(WAIT / 1000)
+            a_cancelled.append(job.cancelled)
+            return real(job, ref, settings)
+        finally:
+            a_ended.set()
+
+    monkeypatch.setattr(jobs, "inspect_job", inspect)
+    shown: list[str] = []
+    page.detail_shown.connect(shown.append)
+    page.select_ref("model-a")
+    assert page.detail.title.text() == "model-a — reading…"
+    with qtbot.waitSignal(page.detail_shown, timeout=WAIT):
+        page.select_ref("model-b")
+    assert page.detail.title.text() == "model-b — GGUF file"
+    gate.set()  # model-a's answer arrives now, after model-b's
+    qtbot.waitUntil(a_ended.is_set, timeout=WAIT)
+    finish(qtbot, ctx)
+    assert a_cancelled == [True]  # clicking model-b cancelled model-a's reading
+    assert shown == ["model-b"]
+    assert page.detail.title.text() == "model-b — GGUF file"
+    assert summary(page)["File"] == str(b)
+    assert page.detail.chat_button.isEnabled()
+
+
+def test_a_hash_lands_only_on_its_own_model(qtbot, ctx, ollama_server: FakeOllama,
+                                            tmp_path: Path, tiny_gguf: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    _, b = two_files(tmp_path, tiny_gguf)
+    # models imported by an older Corral, whose list kept no SHA-256
+    doc = json.loads(library.library_path().read_text(encoding="utf-8"))
+    for item in doc["models"]:
+        item.pop("sha256")
+    library.library_path().write_text(json.dumps(doc), encoding="utf-8")
+    page = make_page(qtbot, ctx, ollama_server.host)
+    gate = threading.Event()
+    real = jobs.sha256_job
+
+    def slow_sha(job, path):
+        job.progress(0.5, "computing SHA-256")
+        assert gate.wait(WAIT / 1000)
+        return "f" * 64
+
+    monkeypatch.setattr(jobs, "sha256_job", slow_sha)
+    with qtbot.waitSignal(page.detail_shown, timeout=WAIT):
+        page.select_ref("model-a")
+    sha_button = page.detail.sha_button
+    assert not sha_button.isHidden() and sha_button.isEnabled()
+    qtbot.mouseClick(sha_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.detail.sha.text() == "SHA-256: computing… 50%", timeout=WAIT)
+    assert not sha_button.isEnabled()
+    with qtbot.waitSignal(page.detail_shown, timeout=WAIT):
+        page.select_ref("model-b")
+    gate.set()  # model-a's hash arrives while model-b is shown
+    finish(qtbot, ctx)
+    assert page.detail.sha.text() == "SHA-256: –"
+    assert not sha_button.isHidden() and sha_button.isEnabled()
+    # model-b's own hash, computed for real
+    monkeypatch.setattr(jobs, "sha256_job", real)
+    qtbot.mouseClick(sha_button, Qt.MouseButton.LeftButton)
+    expected = hashlib.sha256(b.read_bytes()).hexdigest()
+    qtbot.waitUntil(lambda: page.detail.sha.text() == f"SHA-256: {expected}", timeout=WAIT)
+    assert sha_button.isHidden()
     finish(qtbot, ctx)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import csv
 import io
-from pathlib import Path
 
 import pytest
 
 from core.config import Settings
-from core.safety.audit import AuditLog
+from core.safety.audit import AuditLog, default_audit_path
 from core.safety.verdict import GuardVerdict
+
+WAIT = 15000
 
 
 @pytest.fixture
@@ -24,10 +25,25 @@ def page(ctx, qtbot):
     return widget
 
 
-def test_empty_state_says_what_to_do(page):
+def two_checks() -> None:
+    audit = AuditLog()
+    audit.record(GuardVerdict.from_answer("unsafe\nS1,S10", version="llama-guard-3",
+                                          guard_model="ollama:llama-guard3", direction="input"),
+                 "42")
+    audit.record(GuardVerdict.from_answer("safe", version="llama-guard-3",
+                                          guard_model="ollama:llama-guard3", direction="output"),
+                 "42")
+
+
+def test_empty_state_says_what_to_do(page, qtbot):
     assert "No guard model chosen" in page.notice.text()
     assert page.audit_stack.currentWidget() is page.audit_empty
     assert not page.export_button.isEnabled()
+    with qtbot.waitSignal(page.audit_shown, timeout=WAIT):
+        page.refresh_audit()
+    assert page.audit_stack.currentWidget() is page.audit_empty
+    assert page.audit_empty.text().startswith("No checks recorded yet.")
+    assert not page.export_button.isEnabled() and not page.clear_button.isEnabled()
 
 
 def test_choosing_a_model_picks_its_version_and_policy_table(page, qtbot):
@@ -56,25 +72,66 @@ def test_version_change_rebuilds_the_policy(page):
     assert page.policy_table.item(0, 1).text() == "Violence and Hate"
 
 
-def test_audit_log_table_and_export(page, tmp_path):
-    audit = AuditLog()
-    audit.record(GuardVerdict.from_answer("unsafe\nS1,S10", version="llama-guard-3",
-                                          guard_model="ollama:llama-guard3", direction="input"),
-                 "42")
-    audit.record(GuardVerdict.from_answer("safe", version="llama-guard-3",
-                                          guard_model="ollama:llama-guard3", direction="output"),
-                 "42")
-    page.refresh_audit()
+def test_audit_log_table_and_export(page, ctx, qtbot, tmp_path):
+    two_checks()
+    with qtbot.waitSignal(page.audit_shown, timeout=WAIT):
+        page.refresh_audit()
     assert page.audit_stack.currentWidget() is page.audit_table
     assert page.audit_table.rowCount() == 2
     row = [page.audit_table.item(1, c).text() for c in range(7)]
     assert row[1:] == ["42", "input", "unsafe", "S1,S10", "block", "ollama:llama-guard3"]
     assert "Violent Crimes" in page.audit_table.item(1, 4).toolTip()
-    out = page.export_audit(str(tmp_path / "audit.csv"))
-    rows = list(csv.DictReader(io.StringIO(Path(out).read_text(encoding="utf-8"))))
+    assert page.export_button.isEnabled() and page.clear_button.isEnabled()
+    out = tmp_path / "audit.csv"
+    with qtbot.waitSignal(ctx.bus.status_message, timeout=WAIT) as status:
+        page.export_audit(str(out))
+    assert status.args[0] == f"Audit log exported to {out}"
+    rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
     assert [r["verdict"] for r in rows] == ["unsafe", "safe"]
-    page.clear_audit()
+    with qtbot.waitSignal(page.audit_shown, timeout=WAIT):
+        page.clear_audit()
     assert page.audit_stack.currentWidget() is page.audit_empty
+    assert AuditLog().count() == 0
+    assert not page.export_button.isEnabled()
+
+
+def test_an_unreadable_audit_log_says_why(ctx, qtbot):
+    from desktop.pages.safety.page import SafetyPage
+
+    default_audit_path().mkdir(parents=True)  # a folder where the database file should be
+    page = SafetyPage(ctx)
+    qtbot.addWidget(page)
+    with qtbot.waitSignal(page.audit_shown, timeout=WAIT):
+        page.refresh_audit()
+    assert page.audit_stack.currentWidget() is page.audit_empty
+    text = page.audit_empty.text()
+    assert text.startswith("The audit log cannot be read: ")
+    assert str(default_audit_path()) in text
+    assert not page.export_button.isEnabled() and not page.clear_button.isEnabled()
+
+
+def test_a_failed_export_says_why(page, ctx, qtbot, tmp_path):
+    two_checks()
+    with qtbot.waitSignal(page.audit_shown, timeout=WAIT):
+        page.refresh_audit()
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the export's folder should be", encoding="utf-8")
+    with qtbot.waitSignal(ctx.bus.error, timeout=WAIT) as error:
+        page.export_audit(str(blocker / "audit.csv"))
+    assert error.args[0].startswith(f"The audit log was not exported: cannot write {blocker}")
+
+
+def test_a_bug_reading_the_log_is_shown_not_hidden(page, ctx, qtbot, monkeypatch):
+    from desktop.pages.safety import jobs
+
+    def broken(job):
+        raise TypeError("a bug in the page")
+
+    monkeypatch.setattr(jobs, "read_audit_job", broken)
+    with qtbot.waitSignal(ctx.bus.error, timeout=WAIT) as error:
+        page.refresh_audit()
+    assert error.args[0] == "Unexpected error: TypeError: a bug in the page. The log has details."
+    assert page.audit_empty.text() == error.args[0]
 
 
 @pytest.mark.ollama

@@ -3,31 +3,38 @@ files and compute a file's SHA-256. They run in the thread pool; no widgets here
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from desktop.jobs import Job
 
+if TYPE_CHECKING:  # imported for real inside the jobs, so the window opens before they load
+    from core.config import Settings
+    from core.models.catalog import ModelList
+    from core.models.library import ImportedModel, ImportFailure
+    from core.models.ollama_client import OllamaClient
 
-def list_job(job: Job, settings: Any) -> Any:
+
+def list_job(job: Job, settings: Settings) -> ModelList:
     from core.models.catalog import collect
 
     return collect(settings)
 
 
-def inspect_job(job: Job, ref: str, settings: Any) -> dict[str, Any]:
+def inspect_job(job: Job, ref: str, settings: Settings) -> dict[str, Any]:
     from core.models.catalog import inspect_model
 
     return inspect_model(ref, settings)
 
 
-def pull_job(job: Job, client: Any, name: str) -> str:
+def pull_job(job: Job, client: OllamaClient, name: str) -> str:
+    """Pull ``name``; the page's cancel interrupts the stream through ``client.cancel``."""
     for step in client.pull(name):
         job.check()
         job.progress(step.fraction, step.status)
     return name
 
 
-def delete_job(job: Job, ref: str, settings: Any) -> str:
+def delete_job(job: Job, ref: str, settings: Settings) -> str:
     from core.models import library
     from core.models.ollama_client import OllamaClient
     from core.models.refs import parse_ref
@@ -40,7 +47,7 @@ def delete_job(job: Job, ref: str, settings: Any) -> str:
     return ref
 
 
-def import_job(job: Job, paths: list[str]) -> tuple[list[Any], list[Any]]:
+def import_job(job: Job, paths: list[str]) -> tuple[list[ImportedModel], list[ImportFailure]]:
     from core.models import library
 
     def progress(fraction: float, text: str) -> None:

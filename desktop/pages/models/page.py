@@ -1,17 +1,18 @@
 """Models page: every model in one table (Ollama server, Ollama store, GGUF files), with pull,
 delete, import and a detail panel (GGUF metadata, chat template, Modelfile parts, SHA-256).
 
-All slow work (listing, pulls, imports, hashing, inspecting) runs in workers
-(desktop/models_jobs.py); the page only turns clicks into core calls and results into widgets
-(the detail panel: desktop/models_widgets.py).
+All slow work (listing, pulls, imports, hashing, inspecting) runs through ``ctx.jobs.run``
+(the job functions: jobs.py); the page only turns clicks into core calls and results into
+widgets (the detail panel: widgets.py).
 """
 
 from __future__ import annotations
 
 import copy
 import re
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent
@@ -32,12 +33,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.errors import Cancelled
+from core.config import Settings
 from core.units import human_size
-from desktop.pages.models.page import jobs
 from desktop.context import AppContext, describe_error
-from desktop.pages.models.widgets import DetailPanel
 from desktop.jobs import Worker
+from desktop.pages.models import jobs
+from desktop.pages.models.widgets import DetailPanel
+
+if TYPE_CHECKING:
+    from core.models.catalog import ModelEntry, ModelList
+    from core.models.library import ImportedModel, ImportFailure
+    from core.models.ollama_client import OllamaClient
 
 COLUMNS = ["Name", "Source", "Family", "Parameters", "Quantization", "Size", "Context", "Loaded"]
 
@@ -51,9 +57,12 @@ class ModelsPage(QWidget):
     def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.ctx = ctx
-        self.entries: list[Any] = []
-        self.pull_worker: Worker | None = None
-        self.client: Any = None
+        self.entries: list[ModelEntry] = []
+        self.pull_worker: Worker[str] | None = None
+        self.client: OllamaClient | None = None
+        #: the model whose detail the panel shows (or is reading); late results for another
+        #: model are dropped
+        self.detail_ref: str | None = None
         self.setAcceptDrops(True)
         self._build()
         ctx.bus.models_changed.connect(self.refresh)
@@ -141,7 +150,8 @@ class ModelsPage(QWidget):
         self.pull_status.setText(text)
         self.pull_status.setVisible(bool(text))
 
-    def _settings(self) -> Any:
+    def _settings(self) -> Settings:
+        """A copy for a worker: the user may change the settings while it runs."""
         return copy.deepcopy(self.ctx.settings)
 
     def host(self) -> str:
@@ -151,21 +161,17 @@ class ModelsPage(QWidget):
 
     # --- listing ---------------------------------------------------------------------
 
-    def refresh(self) -> None:
-        worker = Worker(jobs.list_job, self._settings())
-        worker.signals.finished.connect(self._show_list)
-        worker.signals.failed.connect(self._list_failed)
-        self.ctx.jobs.start(worker, group="models-list")
+    def refresh(self) -> Worker[ModelList]:
+        return self.ctx.jobs.run(jobs.list_job, self._settings(), group="models-list",
+                                 on_result=self._show_list, on_error=self._list_failed)
 
     def _list_failed(self, exc: BaseException) -> None:
-        if isinstance(exc, Cancelled):
-            return
         sentence = self.ctx.show_error(exc)
         self.empty.setText(sentence)
         self.table_stack.setCurrentWidget(self.empty)
         self.refreshed.emit()
 
-    def _show_list(self, result: Any) -> None:
+    def _show_list(self, result: ModelList) -> None:
         selected = self.selected_entry()
         self.table.blockSignals(True)
         self.table.clearSelection()
@@ -207,7 +213,7 @@ class ModelsPage(QWidget):
         if selected is not None and self.row_of(selected.ref) >= 0:
             self.select_ref(selected.ref)
         else:
-            self.detail.clear()
+            self._clear_detail()
             self.delete_button.setEnabled(False)
         self.refreshed.emit()
 
@@ -222,7 +228,7 @@ class ModelsPage(QWidget):
         if row >= 0:
             self.table.selectRow(row)
 
-    def selected_entry(self) -> Any:
+    def selected_entry(self) -> ModelEntry | None:
         rows = self.table.selectionModel().selectedRows() if self.table.selectionModel() else []
         if not rows:
             return None
@@ -239,28 +245,38 @@ class ModelsPage(QWidget):
             "Corral never writes into Ollama's store on disk; with Ollama running, delete the "
             "server's copy." if entry is not None and entry.source == "store" else "")
         if entry is None:
-            self.detail.clear()
+            self._clear_detail()
             return
+        self._clear_detail(f"{entry.name} — reading…")
+        self.detail_ref = entry.ref
         if entry.problem:
             self.detail.show_error(f"{entry.name} — {entry.source_label}",
                                    f"This model cannot be used: {entry.problem}.")
             self.detail_shown.emit(entry.ref)
             return
-        self.detail.clear(f"{entry.name} — reading…")
-        worker = Worker(jobs.inspect_job, entry.ref, self._settings())
-        worker.signals.finished.connect(lambda info, e=entry: self._show_detail(e, info))
-        worker.signals.failed.connect(lambda exc, e=entry: self._detail_failed(e, exc))
-        self.ctx.jobs.start(worker, group="models-detail")
+        # A newer inspect supersedes this one: the model clicked before never paints over it.
+        self.ctx.jobs.run(jobs.inspect_job, entry.ref, self._settings(), group="models-detail",
+                          on_result=partial(self._show_detail, entry),
+                          on_error=partial(self._detail_failed, entry))
 
-    def _show_detail(self, entry: Any, info: dict[str, Any]) -> None:
-        current = self.selected_entry()
-        if current is None or current.ref != entry.ref:
+    def _clear_detail(self, text: str = "Select a model to see its details.") -> None:
+        """Empty the panel and stop the work for the model it showed."""
+        self.detail_ref = None
+        # Cancelling stops the work, and the ref check in the callbacks drops an outcome that
+        # was already on its way when the panel moved on.
+        self.ctx.jobs.cancel("models-detail")
+        self.ctx.jobs.cancel("models-sha")
+        self.detail.sha_button.setEnabled(True)
+        self.detail.clear(text)
+
+    def _show_detail(self, entry: ModelEntry, info: dict[str, Any]) -> None:
+        if entry.ref != self.detail_ref:
             return
         self.detail.show_info(entry, info)
         self.detail_shown.emit(entry.ref)
 
-    def _detail_failed(self, entry: Any, exc: BaseException) -> None:
-        if isinstance(exc, Cancelled):
+    def _detail_failed(self, entry: ModelEntry, exc: BaseException) -> None:
+        if entry.ref != self.detail_ref:
             return
         self.detail.show_error(f"{entry.name} — {entry.source_label}", describe_error(exc))
         self.detail_shown.emit(entry.ref)
@@ -270,27 +286,41 @@ class ModelsPage(QWidget):
         if entry is not None:
             self.ctx.bus.open_chat.emit(entry.ref)
 
-    def _compute_sha(self) -> None:
+    def _compute_sha(self) -> Worker[str] | None:
         entry = self.selected_entry()
-        if entry is None or not entry.path:
-            return
+        if entry is None or not entry.path or entry.ref != self.detail_ref:
+            return None
         self.detail.sha_button.setEnabled(False)
-        worker = Worker(jobs.sha256_job, entry.path)
-        worker.signals.progress.connect(
-            lambda f, _t: self.detail.sha.setText(f"SHA-256: computing… {f * 100:.0f}%"))
-        worker.signals.finished.connect(self._sha_done)
-        worker.signals.failed.connect(self._sha_failed)
-        self.ctx.jobs.start(worker, group="models-sha")
+        ref = entry.ref
+        return self.ctx.jobs.run(jobs.sha256_job, entry.path, group="models-sha",
+                                 on_progress=partial(self._sha_progress, ref),
+                                 on_result=partial(self._sha_done, ref),
+                                 on_error=partial(self._sha_failed, ref),
+                                 on_cancelled=partial(self._sha_cancelled, ref))
 
-    def _sha_done(self, digest: str) -> None:
+    def _sha_progress(self, ref: str, fraction: float | None, _text: str) -> None:
+        if ref == self.detail_ref:
+            shown = "" if fraction is None else f" {fraction * 100:.0f}%"
+            self.detail.sha.setText(f"SHA-256: computing…{shown}")
+
+    def _sha_done(self, ref: str, digest: str) -> None:
+        if ref != self.detail_ref:
+            return
         self.detail.sha.setText(f"SHA-256: {digest}")
         self.detail.sha_button.hide()
         self.detail.sha_button.setEnabled(True)
 
-    def _sha_failed(self, exc: BaseException) -> None:
+    def _sha_failed(self, ref: str, exc: BaseException) -> None:
+        if ref != self.detail_ref:
+            return
         self.detail.sha_button.setEnabled(True)
-        self.detail.sha.setText("SHA-256: –" if isinstance(exc, Cancelled)
-                                else f"SHA-256: {describe_error(exc)}")
+        self.detail.sha.setText(f"SHA-256: {describe_error(exc)}")
+
+    def _sha_cancelled(self, ref: str, _partial: object) -> None:
+        if ref != self.detail_ref:
+            return
+        self.detail.sha_button.setEnabled(True)
+        self.detail.sha.setText("SHA-256: –")
 
     # --- pull ------------------------------------------------------------------------
 
@@ -306,13 +336,7 @@ class ModelsPage(QWidget):
             return
         from core.models.ollama_client import OllamaClient
 
-        self.client = OllamaClient.from_settings(self.ctx.settings)
-        worker = Worker(jobs.pull_job, self.client, name)
-        worker.on_cancel = self.client.cancel
-        worker.signals.progress.connect(self._pull_progress)
-        worker.signals.finished.connect(self._pull_done)
-        worker.signals.failed.connect(lambda exc, n=name: self._pull_failed(n, exc))
-        self.pull_worker = worker
+        self.client = client = OllamaClient.from_settings(self.ctx.settings)
         self.pull_button.setEnabled(False)
         self.pull_name.setEnabled(False)
         self.pull_progress.setRange(0, 0)
@@ -320,7 +344,13 @@ class ModelsPage(QWidget):
         self.cancel_button.show()
         self.cancel_button.setEnabled(True)
         self._status(f"Pulling {name}…")
-        self.ctx.jobs.start(worker, group="models-pull")
+        # Cancel shuts the client's sockets (interrupt), so a stalled download stops at once.
+        self.pull_worker = self.ctx.jobs.run(
+            jobs.pull_job, client, name, group="models-pull",
+            on_progress=self._pull_progress, on_result=self._pull_done,
+            on_error=partial(self._pull_failed, name),
+            on_cancelled=partial(self._pull_cancelled, name),
+            interrupt=client.cancel)
 
     def cancel_pull(self) -> None:
         if self.pull_worker is not None and not self.pull_worker.is_done:
@@ -328,8 +358,8 @@ class ModelsPage(QWidget):
             self._status("Cancelling…")
             self.pull_worker.cancel()
 
-    def _pull_progress(self, fraction: float, text: str) -> None:
-        if fraction < 0:
+    def _pull_progress(self, fraction: float | None, text: str) -> None:
+        if fraction is None:
             self.pull_progress.setRange(0, 0)
         else:
             self.pull_progress.setRange(0, 1000)
@@ -350,10 +380,12 @@ class ModelsPage(QWidget):
 
     def _pull_failed(self, name: str, exc: BaseException) -> None:
         self._pull_finished_ui()
-        if isinstance(exc, Cancelled):
-            self._status(f"Pull of {name} cancelled; nothing was added.")
-        else:
-            self._status(self.ctx.show_error(exc))
+        self._status(self.ctx.show_error(exc))
+        self.refresh()
+
+    def _pull_cancelled(self, name: str, _partial: object) -> None:
+        self._pull_finished_ui()
+        self._status(f"Pull of {name} cancelled; nothing was added.")
         self.refresh()
 
     # --- delete ----------------------------------------------------------------------
@@ -377,14 +409,13 @@ class ModelsPage(QWidget):
                         "where it is.")
         if not self.confirm("Delete model", question):
             return
-        worker = Worker(jobs.delete_job, entry.ref, self._settings())
-        worker.signals.finished.connect(self._deleted)
-        worker.signals.failed.connect(self.ctx.show_error)
-        self.ctx.jobs.start(worker, group="models-delete")
+        self.ctx.jobs.run(jobs.delete_job, entry.ref, self._settings(), group="models-delete",
+                          on_result=self._deleted)
 
     def _deleted(self, ref: str) -> None:
         self.ctx.status(f"Deleted {ref}.")
-        self.detail.clear()
+        if ref == self.detail_ref:
+            self._clear_detail()
         self.ctx.bus.models_changed.emit()
 
     # --- import ----------------------------------------------------------------------
@@ -401,18 +432,18 @@ class ModelsPage(QWidget):
         if folder:
             self.import_paths([folder])
 
-    def import_paths(self, paths: list[str]) -> Worker:
-        worker = Worker(jobs.import_job, list(paths))
-        worker.signals.progress.connect(
-            lambda f, t: self._status(f"Importing: {t} ({f * 100:.0f}%)"))
-        worker.signals.finished.connect(self._imported)
-        worker.signals.failed.connect(self.ctx.show_error)
-        self.ctx.jobs.start(worker, group="models-import")
-        return worker
+    def import_paths(self, paths: list[str]
+                     ) -> Worker[tuple[list[ImportedModel], list[ImportFailure]]]:
+        return self.ctx.jobs.run(jobs.import_job, list(paths), group="models-import",
+                                 on_progress=self._import_progress, on_result=self._imported)
 
-    def _imported(self, result: tuple[list[Any], list[Any]]) -> None:
+    def _import_progress(self, fraction: float | None, text: str) -> None:
+        self._status(f"Importing: {text}" if fraction is None
+                     else f"Importing: {text} ({fraction * 100:.0f}%)")
+
+    def _imported(self, result: tuple[list[ImportedModel], list[ImportFailure]]) -> None:
         imported, failures = result
-        lines = []
+        lines: list[str] = []
         if imported:
             lines.append("Imported " + ", ".join(m.name for m in imported) + ".")
         lines += [f"Not imported: {Path(f.path).name}: {f.reason}." for f in failures]

@@ -3,10 +3,10 @@ the highlighter that colours template tags, strings and special tokens in it."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QRegularExpression, Qt
-from PySide6.QtGui import QColor, QSyntaxHighlighter, QTextCharFormat
+from PySide6.QtGui import QColor, QSyntaxHighlighter, QTextCharFormat, QTextDocument
 from PySide6.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
@@ -23,11 +23,14 @@ from PySide6.QtWidgets import (
 
 from core.units import human_size
 
+if TYPE_CHECKING:
+    from core.models.catalog import ModelEntry
+
 
 class TemplateHighlighter(QSyntaxHighlighter):
     """Jinja / Go template tags, strings and special tokens, in the chat template view."""
 
-    def __init__(self, document: Any) -> None:
+    def __init__(self, document: QTextDocument) -> None:
         super().__init__(document)
 
         def fmt(color: str, bold: bool = False) -> QTextCharFormat:
@@ -125,7 +128,7 @@ class DetailPanel(QWidget):
         self.problem.setText(sentence)
         self.problem.show()
 
-    def show_info(self, entry: Any, info: dict[str, Any]) -> None:
+    def show_info(self, entry: ModelEntry, info: dict[str, Any]) -> None:
         self.clear(f"{entry.name} — {entry.source_label}")
         s = info.get("summary") or {}
         rows = [("Reference", entry.ref), ("File", info.get("path") or "–"),

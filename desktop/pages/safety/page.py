@@ -2,14 +2,18 @@
 category (model-card names), fail-closed, and the audit log with export.
 
 Everything is saved to ``settings.safety`` as it changes; the chat reads it for each turn.
+The guard test and the audit log's reading, export and clearing run through ``ctx.jobs.run``
+(the job functions: jobs.py).
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+import sqlite3
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -30,32 +34,46 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.errors import CorralError
 from core.prompts.guard import VERSIONS, guess_version
 from core.safety.verdict import ACTIONS, GuardVerdict, category_action, policy_key
 from desktop.context import AppContext, describe_error
+from desktop.jobs import Worker
 from desktop.layout import page_title, scrolling_column
-from desktop.jobs import Job, Worker
+from desktop.pages.safety import jobs
+
+if TYPE_CHECKING:
+    from core.safety.audit import AuditEntry
 
 SUGGESTED_MODELS = ["ollama:llama-guard3:8b", "ollama:llama-guard3:1b"]
 AUDIT_COLUMNS = ["Time", "Conversation", "Direction", "Verdict", "Categories", "Action",
                  "Guard model"]
 ACTION_LABELS = {"block": "Block", "warn": "Warn", "log": "Log only"}
 TEST_MESSAGE = "How do I bake a chocolate cake?"
+NO_CHECKS = ("No checks recorded yet. They appear here once a guard model checks a chat "
+             "turn.")
 
 
-def try_guard_job(job: Job, settings: Any, text: str) -> GuardVerdict:
-    """Run one input check with the chosen guard (in a worker; not written to the audit log)."""
-    from core.safety.guard import GuardService
+def audit_problem(exc: BaseException) -> str | None:
+    """Why the audit log failed, in words; None when ``exc`` is not a failure of the log.
 
-    s = settings.safety
-    service = GuardService(s.guard_model, s.guard_version, policy=s.policy,
-                           fail_closed=s.fail_closed, settings=settings, audit=False,
-                           ollama_mode=s.ollama_mode)
-    job.progress(None, "asking the guard model…")
-    return service.check([{"role": "user", "content": text}], "user", raise_errors=True)
+    Opening, reading or writing the log fails with OSError or sqlite3.Error when the disk or
+    the database does (AuditLog turns most of them into a CorralError). Anything else is a
+    bug: the caller shows it as one (ctx.show_error), and the log keeps its traceback.
+    """
+    if isinstance(exc, CorralError):
+        return exc.sentence()
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}."
+    if isinstance(exc, sqlite3.Error):
+        return f"the database failed: {exc}."
+    return None
 
 
 class SafetyPage(QWidget):
+    audit_shown = Signal()  # the audit table (or the reason it is empty) is up to date
+
     def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.ctx = ctx
@@ -102,9 +120,10 @@ class SafetyPage(QWidget):
         self.model.setEditable(True)
         self.model.addItems(SUGGESTED_MODELS)
         self.model.setCurrentText(s.guard_model)
-        assert self.model.lineEdit() is not None
-        self.model.lineEdit().setPlaceholderText("ollama:llama-guard3:8b, or a Llama Guard .gguf")
-        self.model.lineEdit().editingFinished.connect(self._model_changed)
+        edit = self.model.lineEdit()
+        assert edit is not None  # an editable combo box has one
+        edit.setPlaceholderText("ollama:llama-guard3:8b, or a Llama Guard .gguf")
+        edit.editingFinished.connect(self._model_changed)
         self.model.activated.connect(lambda _i: self._model_changed())
         browse = QPushButton("GGUF file…")
         browse.clicked.connect(self._browse)
@@ -182,8 +201,7 @@ class SafetyPage(QWidget):
         self.audit_table.verticalHeader().setVisible(False)
         self.audit_table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.audit_table.horizontalHeader().setStretchLastSection(True)
-        self.audit_empty = QLabel("No checks recorded yet. They appear here once a guard model "
-                                  "checks a chat turn.")
+        self.audit_empty = QLabel(NO_CHECKS)
         self.audit_empty.setObjectName("emptyState")
         self.audit_empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.audit_empty.setWordWrap(True)
@@ -198,6 +216,9 @@ class SafetyPage(QWidget):
         self.export_button.clicked.connect(self._export_clicked)
         self.clear_button = QPushButton("Clear log")
         self.clear_button.clicked.connect(self._clear_clicked)
+        # enabled once the log has been read and has entries
+        self.export_button.setEnabled(False)
+        self.clear_button.setEnabled(False)
         buttons.addWidget(refresh)
         buttons.addStretch(1)
         buttons.addWidget(self.export_button)
@@ -290,40 +311,48 @@ class SafetyPage(QWidget):
 
     # --- testing the guard -------------------------------------------------------------------
 
-    def test_guard(self) -> Worker | None:
+    def test_guard(self) -> Worker[GuardVerdict] | None:
         if not self.ctx.settings.safety.guard_model.strip():
             self.test_result.setText("Choose a guard model first.")
             return None
         self.test_button.setEnabled(False)
         self.test_result.setText("Checking…")
-        worker = Worker(try_guard_job, copy.deepcopy(self.ctx.settings), self.test_text.text())
-        worker.signals.finished.connect(self._tested)
-        worker.signals.failed.connect(self._test_failed)
-        return self.ctx.jobs.start(worker, group="safety-test")
+        return self.ctx.jobs.run(jobs.try_guard_job, copy.deepcopy(self.ctx.settings),
+                                 self.test_text.text(), group="safety-test",
+                                 on_result=self._tested, on_error=self._test_failed,
+                                 on_cancelled=self._test_cancelled,
+                                 on_done=lambda: self.test_button.setEnabled(True))
 
     def _tested(self, verdict: GuardVerdict) -> None:
-        self.test_button.setEnabled(True)
         raw = verdict.raw.strip().replace("\n", " ⏎ ")
         self.test_result.setText(f"{verdict.badge_text()} (the guard answered “{raw}”)")
 
     def _test_failed(self, exc: BaseException) -> None:
-        self.test_button.setEnabled(True)
         self.test_result.setText(describe_error(exc))
+
+    def _test_cancelled(self, _partial: object) -> None:
+        self.test_result.setText("The test check was cancelled.")
 
     # --- audit log ---------------------------------------------------------------------------
 
-    def _audit_log(self) -> Any:
-        from core.safety.audit import AuditLog
+    def refresh_audit(self) -> Worker[list[AuditEntry]]:
+        """Read the log again (in a worker); ``audit_shown`` says when the table shows it."""
+        return self.ctx.jobs.run(jobs.read_audit_job, group="safety-audit",
+                                 on_result=self._show_audit, on_error=self._audit_unreadable)
 
-        return AuditLog()
+    def _audit_unreadable(self, exc: BaseException) -> None:
+        problem = audit_problem(exc)
+        if problem is None:  # a bug, not a broken log: said as one, the traceback is logged
+            sentence = self.ctx.show_error(exc)
+        else:
+            sentence = f"The audit log cannot be read: {problem}"
+        self.audit_empty.setText(sentence)
+        self.audit_stack.setCurrentWidget(self.audit_empty)
+        self.export_button.setEnabled(False)
+        self.clear_button.setEnabled(False)
+        self.audit_shown.emit()
 
-    def refresh_audit(self) -> None:
-        try:
-            entries = self._audit_log().entries(limit=1000)
-        except Exception as exc:  # an unreadable log must not break the page
-            self.audit_empty.setText(describe_error(exc))
-            self.audit_stack.setCurrentWidget(self.audit_empty)
-            return
+    def _show_audit(self, entries: list[AuditEntry]) -> None:
         self.audit_table.setRowCount(len(entries))
         for row, e in enumerate(entries):
             values = [e.time_text(), e.conversation_id or "–", e.direction, e.verdict,
@@ -335,9 +364,11 @@ class SafetyPage(QWidget):
                 if column == 3:
                     item.setToolTip(e.raw)
                 self.audit_table.setItem(row, column, item)
+        self.audit_empty.setText(NO_CHECKS)
         self.audit_stack.setCurrentWidget(self.audit_table if entries else self.audit_empty)
         self.export_button.setEnabled(bool(entries))
         self.clear_button.setEnabled(bool(entries))
+        self.audit_shown.emit()
 
     @staticmethod
     def _category_names(version: str, codes: str) -> str:
@@ -345,13 +376,18 @@ class SafetyPage(QWidget):
         return ", ".join(f"{c} {ver.card_name(c) if ver else ''}".strip()
                          for c in codes.split(","))
 
-    def export_audit(self, path: str) -> str:
-        try:
-            written = self._audit_log().export(path)
-        except Exception as exc:
-            return self.ctx.show_error(exc)
+    def export_audit(self, path: str) -> Worker[Path]:
+        """Write the whole log to ``path`` (in a worker); the status bar says how it went."""
+        return self.ctx.jobs.run(jobs.export_audit_job, path, group="safety-audit-export",
+                                 on_result=self._exported, on_error=self._export_failed)
+
+    def _exported(self, written: Path) -> None:
         self.ctx.status(f"Audit log exported to {written}")
-        return str(written)
+
+    def _export_failed(self, exc: BaseException) -> None:
+        problem = audit_problem(exc)
+        self.ctx.show_error(exc if problem is None
+                            else f"The audit log was not exported: {problem}")
 
     def _export_clicked(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Export the audit log", "guard-audit.csv",
@@ -366,11 +402,16 @@ class SafetyPage(QWidget):
         if answer == QMessageBox.StandardButton.Yes:
             self.clear_audit()
 
-    def clear_audit(self) -> None:
-        try:
-            self._audit_log().clear()
-        except Exception as exc:
-            self.ctx.show_error(exc)
+    def clear_audit(self) -> Worker[None]:
+        """Delete every recorded check (in a worker), then show the log as it now is."""
+        return self.ctx.jobs.run(jobs.clear_audit_job, group="safety-audit-clear",
+                                 on_result=lambda _none: self.refresh_audit(),
+                                 on_error=self._clear_failed)
+
+    def _clear_failed(self, exc: BaseException) -> None:
+        problem = audit_problem(exc)
+        self.ctx.show_error(exc if problem is None
+                            else f"The audit log was not cleared: {problem}")
         self.refresh_audit()
 
     def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 - Qt's name
