@@ -1,5 +1,6 @@
 """The Documents page driven as a user would: drop folders of file URLs, watch them index,
-read each knowledge base's files from its catalogue, remove a file, preview retrieval,
+read each knowledge base's files from its catalogue, remove a file, preview retrieval (a
+superseded, moved-away-from or cancelled search never paints its hits),
 create knowledge bases with an embedder and speed mode, re-index with another embedder,
 rebuild after a failed health check, queue drops while indexing, cancel and resume.
 
@@ -23,8 +24,8 @@ from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QMessageBox
 
 from core.errors import FeatureUnavailable
 from core.rag.store import close_stores
-from desktop.pages.documents.widgets import KnowledgeBaseDialog
 from desktop.pages.documents.page import DocumentsPage
+from desktop.pages.documents.widgets import KnowledgeBaseDialog
 from tests.fixtures.documents import WORDS, make_pdf, minilm_embedder, prose, write_corpus
 
 __all__ = ["minilm_embedder"]
@@ -231,6 +232,89 @@ def test_search_previews_retrieval_with_source_page_and_score(qtbot, page, tmp_p
     page.grab().save(str(tmp_path / "documents-search.png"))
 
 
+class HeldSearches:
+    """The page's search job, really searching, but holding its answer back until the test
+    releases that query: ``arrived[q]`` is set once the answer is ready and waiting."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from desktop.pages.documents import jobs as documents_jobs
+
+        self.real = documents_jobs.search_job
+        self.arrived: dict[str, threading.Event] = {}
+        self.release: dict[str, threading.Event] = {}
+        monkeypatch.setattr(documents_jobs, "search_job", self.search)
+
+    def hold(self, query: str) -> None:
+        self.arrived[query], self.release[query] = threading.Event(), threading.Event()
+
+    def search(self, job, settings, name: str, query: str, k: int):
+        result = self.real(job, settings, name, query, k)
+        if query in self.release:
+            self.arrived[query].set()
+            self.release[query].wait(60)
+        return result  # found, even when the page has cancelled it meanwhile
+
+
+def select(qtbot, page, name: str) -> None:
+    """Click a knowledge base in the list and wait until its files are shown."""
+    row = next(r for r in range(page.kb_list.count())
+               if page.kb_list.item(r).data(Qt.ItemDataRole.UserRole) == name)
+    with qtbot.waitSignal(page.files_loaded, timeout=LONG,
+                          check_params_cb=lambda shown: shown == name):
+        page.kb_list.setCurrentRow(row)
+
+
+def test_a_search_paints_only_where_and_when_it_still_counts(
+        qtbot, page, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    docs = tmp_path / "manuals"
+    write_corpus(docs, n_files=2, words=80)
+    index(qtbot, page, [docs])
+    with qtbot.waitSignal(page.settled, timeout=LONG):
+        page.create_kb("Empty")
+    select(qtbot, page, "Documents")
+    held = HeldSearches(monkeypatch)
+    painted: list[list[Any]] = []
+    page.search_finished.connect(painted.append)
+
+    # A slow search superseded by a quick one: only the quick one is ever painted.
+    held.hold("river mountain")
+    slow = page.run_search("river mountain")
+    qtbot.waitUntil(held.arrived["river mountain"].is_set, timeout=LONG)
+    with qtbot.waitSignal(page.search_finished, timeout=LONG):
+        page.run_search("violin copper")
+    shown = page.search.status.text()
+    assert "“violin copper”" in shown and page.search.hits.topLevelItemCount() > 0
+    first_hit = page.search.preview.toPlainText()
+    held.release["river mountain"].set()
+    qtbot.waitUntil(lambda: slow.is_done, timeout=LONG)
+    assert len(painted) == 1
+    assert page.search.status.text() == shown and page.search.preview.toPlainText() == first_hit
+
+    # A search started on one knowledge base never paints on the one selected meanwhile.
+    held.hold("silver orbit")
+    moved = page.run_search("silver orbit")
+    qtbot.waitUntil(held.arrived["silver orbit"].is_set, timeout=LONG)
+    select(qtbot, page, "Empty")
+    assert page.search.status.text() == "" and page.search.hits.topLevelItemCount() == 0
+    held.release["silver orbit"].set()
+    qtbot.waitUntil(lambda: moved.is_done, timeout=LONG)
+    assert len(painted) == 1
+    assert page.search.status.text() == "" and page.search.hits.topLevelItemCount() == 0
+    assert page.search.preview.toPlainText() == ""
+
+    # A cancelled search shows that it was cancelled, not what it found in the meantime.
+    select(qtbot, page, "Documents")
+    held.hold("garden music")
+    stopped = page.run_search("garden music")
+    qtbot.waitUntil(held.arrived["garden music"].is_set, timeout=LONG)
+    stopped.cancel()
+    held.release["garden music"].set()
+    qtbot.waitUntil(lambda: stopped.is_done, timeout=LONG)
+    assert len(painted) == 1
+    assert page.search.status.text() == "Search cancelled."
+    assert page.search.hits.topLevelItemCount() == 0
+
+
 def test_new_knowledge_base_asks_name_embedder_mode_and_chunking(
         qtbot, page, ctx, monkeypatch: pytest.MonkeyPatch) -> None:
     ctx.settings.embedder.mode = "fast"  # the dialog starts from the settings
@@ -324,6 +408,35 @@ def test_cancelling_the_export_creates_nothing(qtbot, page, fake_export) -> None
     with qtbot.waitSignal(page.settled, timeout=LONG):
         page.refresh()
     assert page.kb_list.count() == 0
+
+
+def test_cancelling_once_the_knowledge_base_exists_keeps_it_and_says_so(
+        qtbot, page, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import core.rag.knowledge_base as knowledge_base
+
+    real_create = knowledge_base.create_kb
+    made, release = threading.Event(), threading.Event()
+
+    def create_then_wait(*args: Any, **kwargs: Any) -> Any:
+        kb = real_create(*args, **kwargs)
+        made.set()  # it exists now; the user presses Cancel before the job has returned
+        release.wait(60)
+        return kb
+
+    monkeypatch.setattr(knowledge_base, "create_kb", create_then_wait)
+    docs = tmp_path / "docs"
+    write_corpus(docs, n_files=2, words=60)
+    runs: list[dict[str, Any]] = []
+    page.indexing_finished.connect(runs.append)
+    with qtbot.waitSignal(page.kb_created, timeout=LONG) as created:
+        drop(page, [docs])  # on the empty page: create "Documents", then index the drop
+        qtbot.waitUntil(made.is_set, timeout=LONG)
+        qtbot.mouseClick(page.cancel_button, Qt.MouseButton.LeftButton)
+        release.set()
+    assert created.args[0]["name"] == "Documents" and created.args[0]["cancelled"]
+    assert "'Documents' was created, but nothing was indexed" in page.progress_text.text()
+    qtbot.waitUntil(lambda: page.current_kb == "Documents" and not page.busy, timeout=LONG)
+    assert page.files.topLevelItemCount() == 0 and not runs  # the drop was not indexed
 
 
 def test_without_openvino_the_page_says_so_and_uses_standard(

@@ -1,10 +1,12 @@
-"""The Settings page: values saved atomically, and the fast embedder prepared with progress."""
+"""The Settings page: values saved atomically (and never reported saved when they were not),
+and the fast embedder prepared with progress."""
 
 from __future__ import annotations
 
 import pytest
+from PySide6.QtCore import Qt
 
-from core.config import Settings
+from core.config import Settings, settings_path
 from core.errors import FeatureUnavailable
 from desktop.pages.settings.page import SettingsPage
 
@@ -62,3 +64,74 @@ def test_failed_export_says_why_and_falls_back(qtbot, ctx, monkeypatch: pytest.M
     page.save_button.click()
     qtbot.waitUntil(lambda: "OpenVINO is not installed" in page.export_note.text(), timeout=10000)
     assert "standard embedder" in page.export_note.text()
+
+
+def _save_and_listen(qtbot, ctx, page: SettingsPage) -> tuple[list[str], list[str], list[None]]:
+    """Press Save; return what the status bar was told: messages, errors, settings changes."""
+    statuses: list[str] = []
+    errors: list[str] = []
+    changed: list[None] = []
+    ctx.bus.status_message.connect(lambda text, _ms: statuses.append(text))
+    ctx.bus.error.connect(errors.append)
+    ctx.bus.settings_changed.connect(lambda: changed.append(None))
+    qtbot.mouseClick(page.save_button, Qt.MouseButton.LeftButton)
+    return statuses, errors, changed
+
+
+def test_an_unwritable_settings_file_is_not_reported_saved(qtbot, ctx) -> None:
+    # Running as root, permissions do not stop a write: a folder where the file goes does.
+    settings_path().mkdir(parents=True)
+    page = SettingsPage(ctx)
+    qtbot.addWidget(page)
+    page.n_ctx.setValue(8192)
+    statuses, errors, changed = _save_and_listen(qtbot, ctx, page)
+    assert "Settings saved." not in statuses and not changed
+    [error] = errors
+    assert error == f"Settings not saved: Is a directory ({settings_path()})."  # what, where
+    assert not page.problem.isHidden() and page.problem.text() == error
+    assert settings_path().is_dir()  # nothing was written over it
+
+
+def test_a_refused_write_says_why(qtbot, ctx, monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.config
+
+    def refuse(path, _text) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(core.config, "atomic_write_text", refuse)
+    page = SettingsPage(ctx)
+    qtbot.addWidget(page)
+    page.ollama_host.setText("127.0.0.1:5555")
+    statuses, errors, changed = _save_and_listen(qtbot, ctx, page)
+    assert "Settings saved." not in statuses and not changed
+    assert errors == [f"Settings not saved: Permission denied ({settings_path()})."]
+    assert page.problem.text() == errors[0]
+    assert not settings_path().exists()
+
+    monkeypatch.undo()  # the disk is writable again: saving works and says so
+    statuses, errors, changed = _save_and_listen(qtbot, ctx, page)
+    assert "Settings saved." in statuses and changed and not errors
+    assert page.problem.isHidden()
+    assert Settings.load().ollama.host == "127.0.0.1:5555"
+
+
+def test_a_broken_settings_file_is_never_overwritten(qtbot, qapp) -> None:
+    from desktop.context import AppContext
+
+    broken = "[ollama\nhost = 'my.server:11434'\n"  # the user's file, one bracket short
+    settings_path().parent.mkdir(parents=True, exist_ok=True)
+    settings_path().write_text(broken, encoding="utf-8")
+    ctx = AppContext()
+    assert ctx.settings_error
+    page = SettingsPage(ctx)
+    qtbot.addWidget(page)
+    # the page says so before anyone edits anything
+    assert not page.problem.isHidden()
+    assert "does not overwrite that file" in page.problem.text()
+    page.n_ctx.setValue(8192)
+    statuses, errors, changed = _save_and_listen(qtbot, ctx, page)
+    assert "Settings saved." not in statuses and not changed
+    [error] = errors
+    assert "could not be read" in error and "does not overwrite it" in error
+    assert str(settings_path()) in error and page.problem.text() == error
+    assert settings_path().read_text(encoding="utf-8") == broken

@@ -7,22 +7,32 @@ data; the page turns it into widgets on the GUI thread.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from desktop.jobs import Job
+
+if TYPE_CHECKING:  # core's heavy modules load in the workers, when first needed
+    from core.config import Settings
+    from core.rag.chunker import ChunkParams
+    from core.rag.embedder import Embedder
+    from core.rag.knowledge_base import FileRecord, KnowledgeBase, KnowledgeBaseInfo
+    from core.rag.retriever import Hit
+
+#: (embedder spec, speed mode, chunk params or None: keep the knowledge base's)
+Rebuild = tuple[str, str, "ChunkParams | None"]
 
 STANDARD_NOTE = "The knowledge base uses the standard embedder instead."
 REBUILD_HINT = ("Choose “Re-index with another embedder…” to rebuild it with an embedder "
                 "that works here.")
 
 
-def list_job(job: Job, settings: Any) -> list[Any]:
+def list_job(job: Job, settings: Settings) -> list[KnowledgeBaseInfo]:
     from core.rag.knowledge_base import list_kbs
 
     return list_kbs(settings=settings)
 
 
-def files_job(job: Job, settings: Any, name: str) -> tuple[str, list[Any]]:
+def files_job(job: Job, settings: Settings, name: str) -> tuple[str, list[FileRecord]]:
     """The knowledge base's catalogue: one record per file (indexed or skipped, with why)."""
     from core.rag.knowledge_base import open_kb
 
@@ -33,14 +43,15 @@ def files_job(job: Job, settings: Any, name: str) -> tuple[str, list[Any]]:
         kb.close()
 
 
-def remove_kb_job(job: Job, settings: Any, name: str) -> str:
+def remove_kb_job(job: Job, settings: Settings, name: str) -> str:
     from core.rag.knowledge_base import remove_kb
 
     remove_kb(name, settings=settings)
     return name
 
 
-def remove_files_job(job: Job, settings: Any, name: str, sources: list[str]) -> tuple[int, int]:
+def remove_files_job(job: Job, settings: Settings, name: str,
+                     sources: list[str]) -> tuple[int, int]:
     """Remove files' chunks from a knowledge base: (files, chunks) removed."""
     from core.rag.knowledge_base import open_kb
 
@@ -52,7 +63,7 @@ def remove_files_job(job: Job, settings: Any, name: str, sources: list[str]) -> 
         kb.close()
 
 
-def set_watch_job(job: Job, settings: Any, name: str, value: bool) -> None:
+def set_watch_job(job: Job, settings: Settings, name: str, value: bool) -> None:
     from core.rag.knowledge_base import open_kb
 
     kb = open_kb(name, settings=settings)
@@ -62,7 +73,8 @@ def set_watch_job(job: Job, settings: Any, name: str, value: bool) -> None:
         kb.close()
 
 
-def search_job(job: Job, settings: Any, name: str, query: str, k: int) -> tuple[str, list[Any]]:
+def search_job(job: Job, settings: Settings, name: str, query: str,
+               k: int) -> tuple[str, list[Hit]]:
     """What chat would retrieve for ``query``: the top ``k`` hits (source, page, score)."""
     from core.rag.knowledge_base import open_kb
     from core.rag.retriever import Retriever
@@ -112,8 +124,9 @@ def prepare_embedder(job: Job, spec: str, mode: str, paths: Sequence[str]) -> st
     return ""
 
 
-def create_job(job: Job, settings: Any, name: str, spec: str, mode: str, params: Any,
-               exist_ok: bool = False, paths: Sequence[str] = ()) -> dict[str, Any]:
+def create_job(job: Job, settings: Settings, name: str, spec: str, mode: str,
+               params: ChunkParams | None, exist_ok: bool = False,
+               paths: Sequence[str] = ()) -> dict[str, Any]:
     """Create a knowledge base; for fast/fastest the model is exported first, with progress."""
     from core.errors import CorralError, KnowledgeBaseNotFound
     from core.rag.knowledge_base import check_name, create_kb, open_kb
@@ -140,9 +153,8 @@ def create_job(job: Job, settings: Any, name: str, spec: str, mode: str, params:
     return {"name": name, "notes": notes, "existed": False}
 
 
-def index_job(job: Job, settings: Any, name: str, paths: list[str] | None,
-              only_if_changed: bool = False,
-              rebuild: tuple[str, str, Any] | None = None) -> dict[str, Any]:
+def index_job(job: Job, settings: Settings, name: str, paths: list[str] | None,
+              only_if_changed: bool = False, rebuild: Rebuild | None = None) -> dict[str, Any]:
     """Index ``paths`` (None: the knowledge base's own sources) and report every event.
 
     ``rebuild`` = (embedder spec, mode, chunk params or None): drop every vector first and
@@ -193,7 +205,8 @@ def index_job(job: Job, settings: Any, name: str, paths: list[str] | None,
         kb.close()
 
 
-def _kb_embedder(job: Job, kb: Any, roots: Sequence[str], notes: list[str]) -> Any:
+def _kb_embedder(job: Job, kb: KnowledgeBase, roots: Sequence[str],
+                 notes: list[str]) -> Embedder:
     """The knowledge base's own embedder (a fast mode's export made first, with progress);
     when it cannot be had, the error says how to switch embedders on this page."""
     from core.errors import EmbedderMismatch, FeatureUnavailable

@@ -1,17 +1,17 @@
 """The Documents page: knowledge bases, a drop zone for files and folders, indexing progress,
 the per-file status of each knowledge base, a retrieval preview, and the embedder choice.
 
-Slow work runs in workers (desktop/documents_jobs.py); one create/index job at a time
-(desktop/documents_runs.py), with drops queued meanwhile.
+Slow work runs in the context's job runner (the functions are in jobs.py); one create/index
+job at a time (runs.py), with drops queued meanwhile.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent
 from PySide6.QtWidgets import (
     QDialog,
     QFileDialog,
@@ -20,11 +20,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.pages.documents.page import jobs
 from desktop.context import AppContext, describe_error
-from desktop.pages.documents.runs import KEEP_BAR, IndexRunner
-from desktop.pages.documents.widgets import DocumentsLayout, KnowledgeBaseDialog, describe_kb
 from desktop.jobs import Worker
+from desktop.pages.documents import jobs
+from desktop.pages.documents.runs import KEEP_BAR, IndexRunner, Outcome
+from desktop.pages.documents.widgets import DocumentsLayout, KnowledgeBaseDialog, describe_kb
+
+if TYPE_CHECKING:
+    from core.rag.chunker import ChunkParams
+    from core.rag.indexing import IndexEvent
+    from core.rag.knowledge_base import FileRecord, KnowledgeBaseInfo
+    from core.rag.retriever import Hit
 
 WATCH_INTERVAL_MS = 10000
 DEFAULT_NAME = "Documents"
@@ -44,9 +50,14 @@ class DocumentsPage(DocumentsLayout):
         self.ctx = ctx
         self.setAcceptDrops(True)
         self.runner = IndexRunner(ctx, self)
-        self._latest: dict[str, Worker] = {}  # per group: the job whose answer counts
+        # This page's job groups: a newer list, files or search supersedes the older one (whose
+        # answer is never painted); another Documents page on the same context never does.
+        tag = f"{id(self):x}"
+        self.list_group = f"documents-list-{tag}"
+        self.files_group = f"documents-files-{tag}"
+        self.search_group = f"documents-search-{tag}"
         self._health: dict[str, str] = {}  # knowledge base -> why its health check failed
-        self._infos: dict[str, Any] = {}
+        self._infos: dict[str, KnowledgeBaseInfo] = {}
         self._select_next = ""
         self._search_kb: str | None = None
         self._watch_turn = 0
@@ -93,30 +104,11 @@ class DocumentsPage(DocumentsLayout):
     def busy(self) -> bool:
         return self.runner.busy
 
-    def _start(self, worker: Worker, group: str | None = None) -> Worker:
-        """Start a job; in a group only the latest job's answer counts (older ones, which
-        a newer request has cancelled, may still answer with stale data)."""
-        worker.signals.failed.connect(self._job_failed)
-        if group is not None:
-            self._latest[group] = worker
-        return self.ctx.jobs.start(worker, group=group)
-
-    def _is_latest(self, group: str, worker: Worker) -> bool:
-        return self._latest.get(group) is worker
-
-    def _job_failed(self, exc: object) -> None:
-        from core.errors import Cancelled
-
-        if not isinstance(exc, Cancelled):
-            self.ctx.show_error(exc)  # type: ignore[arg-type]
-
     def refresh(self) -> None:
-        w = Worker(jobs.list_job, self.ctx.settings)
-        w.signals.finished.connect(
-            lambda infos, w=w: self._show_kbs(infos) if self._is_latest("list", w) else None)
-        self._start(w, group="list")
+        self.ctx.jobs.run(jobs.list_job, self.ctx.settings, group=self.list_group,
+                          on_result=self._show_kbs)
 
-    def _show_kbs(self, infos: list[Any]) -> None:
+    def _show_kbs(self, infos: list[KnowledgeBaseInfo]) -> None:
         keep = self._select_next or self.current_kb
         self._select_next = ""
         self._infos = {i.name: i for i in infos}
@@ -162,16 +154,15 @@ class DocumentsPage(DocumentsLayout):
         self.health_row.setVisible(bool(reason))
         if self._search_kb != name:
             self._search_kb = name
+            self.ctx.jobs.cancel(self.search_group)  # its answer is for the other one
             self.search.clear_hits()
         self._update_buttons()
 
     def _load_files(self, name: str) -> None:
-        w = Worker(jobs.files_job, self.ctx.settings, name)
-        w.signals.finished.connect(
-            lambda result, w=w: self._show_files(result) if self._is_latest("files", w) else None)
-        self._start(w, group="files")
+        self.ctx.jobs.run(jobs.files_job, self.ctx.settings, name, group=self.files_group,
+                          on_result=self._show_files)
 
-    def _show_files(self, result: tuple[str, list[Any]]) -> None:
+    def _show_files(self, result: tuple[str, list[FileRecord]]) -> None:
         name, records = result
         if name != self.current_kb:
             return
@@ -194,8 +185,8 @@ class DocumentsPage(DocumentsLayout):
         self.cancel_button.setEnabled(self.busy)
 
     def create_kb(self, name: str, spec: str | None = None, mode: str | None = None,
-                  params: Any = None, paths: list[str] | None = None,
-                  exist_ok: bool = False) -> Worker | None:
+                  params: ChunkParams | None = None, paths: list[str] | None = None,
+                  exist_ok: bool = False) -> Worker[Outcome] | None:
         """Create a knowledge base (fast/fastest: export the model first), then index
         ``paths`` into it. The embedder and mode default to the settings'."""
         s = self.ctx.settings.embedder
@@ -203,7 +194,7 @@ class DocumentsPage(DocumentsLayout):
         return self.runner.create(name, spec or s.default or "minilm",
                                   mode or s.mode or "standard", params, paths, exist_ok)
 
-    def _on_created(self, result: dict[str, Any]) -> None:
+    def _on_created(self, result: Outcome) -> None:
         if "name" in result:
             self._select_next = result["name"]
             self._show_notes(result["notes"])
@@ -218,11 +209,10 @@ class DocumentsPage(DocumentsLayout):
             name, spec, mode, params = dialog.values()
             self.create_kb(name, spec, mode, params)
 
-    def remove_kb(self, name: str) -> Worker:
-        w = Worker(jobs.remove_kb_job, self.ctx.settings, name)
-        w.signals.finished.connect(lambda _n: self.ctx.bus.knowledge_bases_changed.emit())
+    def remove_kb(self, name: str) -> Worker[str]:
         self._health.pop(name, None)
-        return self._start(w)
+        return self.ctx.jobs.run(jobs.remove_kb_job, self.ctx.settings, name,
+                                 on_result=lambda _n: self.ctx.bus.knowledge_bases_changed.emit())
 
     def _ask_remove(self) -> None:
         name = self.current_kb
@@ -234,13 +224,12 @@ class DocumentsPage(DocumentsLayout):
         answer = QMessageBox.question(self, "Corral", text)
         return answer == QMessageBox.StandardButton.Yes
 
-    def remove_files(self, sources: list[str]) -> Worker | None:
+    def remove_files(self, sources: list[str]) -> Worker[tuple[int, int]] | None:
         """Remove files' chunks from the selected knowledge base (they stay out of re-index
         runs of their folder until dropped again)."""
         name = self.current_kb
         if not name or not sources:
             return None
-        w = Worker(jobs.remove_files_job, self.ctx.settings, name, list(sources))
 
         def done(result: tuple[int, int]) -> None:
             files, chunks = result
@@ -251,8 +240,8 @@ class DocumentsPage(DocumentsLayout):
             self.files_removed.emit(result)
             self.ctx.bus.knowledge_bases_changed.emit()
 
-        w.signals.finished.connect(done)
-        return self._start(w)
+        return self.ctx.jobs.run(jobs.remove_files_job, self.ctx.settings, name, list(sources),
+                                 on_result=done)
 
     def _remove_selected_files(self) -> None:
         if self.remove_file_button.isEnabled():
@@ -262,9 +251,8 @@ class DocumentsPage(DocumentsLayout):
         name = self.current_kb
         if not name:
             return
-        w = Worker(jobs.set_watch_job, self.ctx.settings, name, on)
-        w.signals.finished.connect(lambda _r: self.ctx.bus.knowledge_bases_changed.emit())
-        self._start(w)
+        self.ctx.jobs.run(jobs.set_watch_job, self.ctx.settings, name, on,
+                          on_result=lambda _r: self.ctx.bus.knowledge_bases_changed.emit())
         if on:
             self.watch_timer.start()
 
@@ -282,7 +270,7 @@ class DocumentsPage(DocumentsLayout):
         if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
             event.acceptProposedAction()
 
-    def dragMoveEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+    def dragMoveEvent(self, event: QDragMoveEvent) -> None:  # noqa: N802 - Qt API
         if event.mimeData().hasUrls():
             event.acceptProposedAction()
 
@@ -302,7 +290,7 @@ class DocumentsPage(DocumentsLayout):
         if folder:
             self.add_paths([folder])
 
-    def add_paths(self, paths: list[str]) -> Worker | None:
+    def add_paths(self, paths: list[str]) -> Worker[Outcome] | None:
         """Index dropped or picked paths into the selected knowledge base (or a new one with
         the settings' embedder). While a job runs, the drop waits its turn."""
         paths = [str(Path(p).absolute()) for p in paths]
@@ -317,12 +305,12 @@ class DocumentsPage(DocumentsLayout):
 
     # --- indexing ---------------------------------------------------------------------------
 
-    def reindex(self) -> Worker | None:
+    def reindex(self) -> Worker[Outcome] | None:
         name = self.current_kb
         self._show_notes([])
         return self.runner.index(name, None) if name else None
 
-    def rebuild(self, name: str | None = None) -> Worker | None:
+    def rebuild(self, name: str | None = None) -> Worker[Outcome] | None:
         """Drop every vector of the knowledge base and index its sources again."""
         info = self._infos.get(name or self.current_kb or "")
         if info is None:
@@ -330,8 +318,8 @@ class DocumentsPage(DocumentsLayout):
         self._show_notes([])
         return self.runner.index(info.name, None, rebuild=(info.embedder_spec, info.mode, None))
 
-    def reindex_with(self, spec: str, mode: str, params: Any = None,
-                     name: str | None = None) -> Worker | None:
+    def reindex_with(self, spec: str, mode: str, params: ChunkParams | None = None,
+                     name: str | None = None) -> Worker[Outcome] | None:
         """Rebuild with another embedder or speed mode (fast/fastest: export first)."""
         name = name or self.current_kb
         self._show_notes([])
@@ -384,7 +372,7 @@ class DocumentsPage(DocumentsLayout):
         prefix = f"'{where}': " if where and where != self.current_kb else ""
         self.progress_text.setText(prefix + text)
 
-    def _on_event(self, ev: Any) -> None:
+    def _on_event(self, ev: IndexEvent) -> None:
         name = self.runner.kb
         if ev.kind == "file" and name == self.current_kb:
             self.files.apply_event(ev)
@@ -394,7 +382,7 @@ class DocumentsPage(DocumentsLayout):
                 self.health_text.setText(self._health[name])
                 self.health_row.show()
 
-    def _on_finished(self, summary: dict[str, Any]) -> None:
+    def _on_finished(self, summary: Outcome) -> None:
         if not summary.get("quiet"):
             if summary.get("notes"):
                 self._show_notes(summary["notes"])
@@ -410,22 +398,44 @@ class DocumentsPage(DocumentsLayout):
 
     # --- retrieval preview ------------------------------------------------------------------
 
-    def run_search(self, query: str, k: int = 5) -> Worker | None:
-        """What chat would retrieve from the selected knowledge base (in a worker)."""
+    def run_search(self, query: str, k: int = 5) -> Worker[tuple[str, list[Hit]]] | None:
+        """What chat would retrieve from the selected knowledge base (in a worker).
+
+        The answer is painted only while its knowledge base is still the selected one: a
+        newer search supersedes it (never painted), and selecting another knowledge base
+        cancels it."""
         name = self.current_kb
         if not name or not query.strip():
             return None
         self.tabs.setCurrentWidget(self.search)
         self.search.query.setText(query)
         self.search.clear_hits("Searching…")
-        w = Worker(jobs.search_job, self.ctx.settings, name, query, k)
-        w.signals.progress.connect(lambda _f, text: self.search.status.setText(text))
-        w.signals.finished.connect(
-            lambda result, w=w: self._show_hits(result) if self._is_latest("search", w) else None)
-        w.signals.failed.connect(lambda exc: self.search.status.setText(describe_error(exc)))
-        return self._start(w, group="search")
 
-    def _show_hits(self, result: tuple[str, list[Any]]) -> None:
+        def here() -> bool:
+            return self.current_kb == name
+
+        def progress(_fraction: float | None, text: str) -> None:
+            if here():
+                self.search.status.setText(text)
+
+        def found(result: tuple[str, list[Hit]]) -> None:
+            if here():
+                self._show_hits(result)
+
+        def failed(exc: BaseException) -> None:
+            if here():
+                self.search.status.setText(describe_error(exc))
+
+        def cancelled(_partial: object) -> None:
+            # What it found (if anything) is not shown: the user moved on or closed the page.
+            if here():
+                self.search.status.setText("Search cancelled.")
+
+        return self.ctx.jobs.run(jobs.search_job, self.ctx.settings, name, query, k,
+                                 group=self.search_group, on_progress=progress,
+                                 on_result=found, on_error=failed, on_cancelled=cancelled)
+
+    def _show_hits(self, result: tuple[str, list[Hit]]) -> None:
         query, hits = result
         self.search.show_hits(query, hits)
         self.search_finished.emit(hits)
@@ -434,6 +444,4 @@ class DocumentsPage(DocumentsLayout):
         self.watch_timer.stop()
         self.runner.queue.clear()
         self.runner.cancel()
-        search = self._latest.get("search")
-        if search is not None:
-            search.cancel()
+        self.ctx.jobs.cancel(self.search_group)

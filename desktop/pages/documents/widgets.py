@@ -8,13 +8,12 @@ import html
 import importlib.util
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QKeyEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
-    QComboBox,
     QDialog,
     QDialogButtonBox,
     QFormLayout,
@@ -38,6 +37,12 @@ from PySide6.QtWidgets import (
 
 from desktop.widgets.embedder import embedder_mode_box, embedder_spec_edit
 
+if TYPE_CHECKING:
+    from core.rag.chunker import ChunkParams
+    from core.rag.indexing import IndexEvent
+    from core.rag.knowledge_base import FileRecord, KnowledgeBaseInfo
+    from core.rag.retriever import Hit
+
 STATUS_TEXT = {"indexed": "Indexed", "unchanged": "Unchanged", "skipped": "Skipped",
                "removed": "Removed"}
 GREY = QColor("#90a4ae")
@@ -45,7 +50,7 @@ AMBER = QColor("#b26a00")
 TEXT = QColor("#212121")
 
 
-def describe_progress(ev: Any) -> str:
+def describe_progress(ev: IndexEvent) -> str:
     """'3/10 files · 120 chunks · 18.5 chunks/s · ETA 0:42' for an indexing event."""
     eta = ""
     if ev.eta_s is not None:
@@ -78,7 +83,7 @@ def display_name(path: str, roots: list[str]) -> str:
     return str(p.relative_to(best.parent)) if best is not None else p.name
 
 
-def describe_kb(info: Any) -> str:
+def describe_kb(info: KnowledgeBaseInfo) -> str:
     """The info line of a knowledge base (rich text)."""
     name = html.escape(info.name)
     sources = ", ".join(html.escape(s) for s in info.sources) or "—"
@@ -180,7 +185,7 @@ class KnowledgeBaseDialog(QDialog):
                                    mode == "fastest" else "."))
         self.mode_note.setText(text)
 
-    def values(self) -> tuple[str, str, str, Any]:
+    def values(self) -> tuple[str, str, str, ChunkParams]:
         """(name, embedder spec, mode, ChunkParams)."""
         from core.rag.chunker import ChunkParams
 
@@ -225,7 +230,7 @@ class FileList(QTreeWidget):
         self._rows: dict[str, QTreeWidgetItem] = {}
         self.roots: list[str] = []  # the knowledge base's sources: names are shown under them
 
-    def show_records(self, records: list[Any]) -> None:
+    def show_records(self, records: list[FileRecord]) -> None:
         """The catalogue of a knowledge base: indexed files and skipped ones with reasons."""
         self.clear()
         self._rows.clear()
@@ -233,7 +238,7 @@ class FileList(QTreeWidget):
             status = "indexed" if rec.status == "indexed" else "skipped"
             self._put(rec.source, status, rec.chunks, rec.reason, rec.indexed_at)
 
-    def apply_event(self, ev: Any) -> None:
+    def apply_event(self, ev: IndexEvent) -> None:
         """A file event of an indexing run: add or update that file's row."""
         self._put(ev.path, ev.status, ev.file_chunks, ev.reason,
                   time.time() if ev.status in ("indexed", "skipped") else None)
@@ -318,7 +323,7 @@ class SearchPanel(QWidget):
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 2)
         layout.addWidget(split, 1)
-        self._hits: list[Any] = []
+        self._hits: list[Hit] = []
         self.button.clicked.connect(self._ask)
         self.query.returnPressed.connect(self._ask)
         self.hits.currentItemChanged.connect(lambda *_: self._show_current())
@@ -334,7 +339,7 @@ class SearchPanel(QWidget):
         self.preview.clear()
         self.status.setText(text)
 
-    def show_hits(self, query: str, hits: list[Any]) -> None:
+    def show_hits(self, query: str, hits: list[Hit]) -> None:
         self.clear_hits(f"{len(hits)} passages for “{query}”" if hits else
                         f"Nothing in this knowledge base matches “{query}”.")
         self._hits = list(hits)

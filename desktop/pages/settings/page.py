@@ -19,9 +19,10 @@ from PySide6.QtWidgets import (
 
 from core.config import settings_path
 from desktop.context import AppContext
-from desktop.layout import page_title, scrolling_column
 from desktop.jobs import Job, Worker
+from desktop.layout import page_title, scrolling_column
 from desktop.widgets.embedder import embedder_mode_box, embedder_spec_edit
+
 
 class SettingsPage(QWidget):
     def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
@@ -72,7 +73,7 @@ class SettingsPage(QWidget):
             ("Model", self.embedder), ("Speed mode", self.embedder_mode),
             ("", self.export_bar), ("", self.export_note),
         ]))
-        self._export: Worker | None = None
+        self._export: Worker[bool] | None = None
 
         self.temperature = QDoubleSpinBox()
         self.temperature.setRange(0.0, 2.0)
@@ -84,6 +85,14 @@ class SettingsPage(QWidget):
         col.addWidget(_group("Chat defaults", [("Temperature", self.temperature), ("Max tokens", self.max_tokens)]))
         col.addStretch(1)
 
+        self.problem = QLabel("")  # why the settings are not saved, while that holds
+        self.problem.setObjectName("errorText")
+        self.problem.setWordWrap(True)
+        self.problem.hide()
+        outer.addWidget(self.problem)
+        if ctx.settings_error:
+            self._show_problem(f"{ctx.settings_error} Corral runs on the defaults and does not "
+                               "overwrite that file: fix or remove it, then restart Corral.")
         row = QHBoxLayout()
         self.where = QLabel(f"Saved to {settings_path()}")
         self.where.setObjectName("emptyState")
@@ -93,6 +102,10 @@ class SettingsPage(QWidget):
         row.addWidget(self.where, 1)
         row.addWidget(self.save_button)
         outer.addLayout(row)
+
+    def _show_problem(self, text: str) -> None:
+        self.problem.setText(text)
+        self.problem.setVisible(bool(text))
 
     def save(self) -> None:
         s = self.ctx.settings
@@ -107,26 +120,32 @@ class SettingsPage(QWidget):
         s.embedder.mode = str(self.embedder_mode.currentData())
         s.chat.temperature = self.temperature.value()
         s.chat.max_tokens = self.max_tokens.value()
-        self.ctx.save_settings()
+        problem = self.ctx.save_settings()
+        if problem is not None:
+            self._show_problem(problem)  # beside the button, as well as in the status bar
+            return
+        self._show_problem("")
         self.ctx.status("Settings saved.")
         if s.embedder.mode != "standard":
             self.prepare_embedder()
 
-    def prepare_embedder(self) -> Worker:
-        """Export the fast/fastest embedder once (30-60 s), with progress, in a worker."""
+    def prepare_embedder(self) -> Worker[bool]:
+        """Export the fast/fastest embedder once (30-60 s), with progress, in a worker.
+
+        Saving again while it runs starts over with the new choice (the older export's news
+        is dropped)."""
         s = self.ctx.settings.embedder
-        worker = Worker(_prepare_embedder, s.mode, s.default)
-        worker.signals.progress.connect(self._export_progress)
-        worker.signals.finished.connect(self._export_finished)
-        worker.signals.failed.connect(self._export_failed)
         self.export_bar.setValue(0)
         self.export_note.setText("")
-        self._export = self.ctx.jobs.start(worker, group="embedder-export")
-        return worker
+        self._export = self.ctx.jobs.run(
+            _prepare_embedder, s.mode, s.default, group="settings-embedder-export",
+            on_progress=self._export_progress, on_result=self._export_finished,
+            on_error=self._export_failed, on_cancelled=self._export_cancelled)
+        return self._export
 
-    def _export_progress(self, fraction: float, text: str) -> None:
+    def _export_progress(self, fraction: float | None, text: str) -> None:
         self.export_bar.show()
-        if fraction >= 0:
+        if fraction is not None:
             self.export_bar.setValue(int(fraction * 100))
         self.export_note.setText(text)
 
@@ -135,12 +154,15 @@ class SettingsPage(QWidget):
         mode = self.ctx.settings.embedder.mode
         self.export_note.setText(f"The {mode} embedder is ready." if not ready_before else "")
 
-    def _export_failed(self, exc: object) -> None:
+    def _export_failed(self, exc: BaseException) -> None:
         self.export_bar.hide()
-        self.export_note.setText(
-            self.ctx.show_error(exc if isinstance(exc, BaseException) else str(exc))
-            + " Indexing uses the standard embedder until this works."
-        )
+        self.export_note.setText(self.ctx.show_error(exc)
+                                 + " Indexing uses the standard embedder until this works.")
+
+    def _export_cancelled(self, _partial: object) -> None:
+        self.export_bar.hide()
+        self.export_note.setText(f"Preparing the {self.ctx.settings.embedder.mode} embedder "
+                                 "was cancelled; it starts again the next time it is needed.")
 
     def shutdown(self) -> None:
         if self._export is not None:
