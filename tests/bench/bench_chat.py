@@ -131,9 +131,10 @@ def gui_stall(n_tokens: int) -> tuple[int, int, int, float]:
     from PySide6.QtCore import QEventLoop
 
     loop = QEventLoop()
-    assert page.turn is not None
-    page.turn.signals.done.connect(loop.quit, type=Qt.ConnectionType.QueuedConnection)
-    if page.turn is not None and not page.turn.is_done:
+    turn = page.turn  # the turn's job: its ``done`` fires after the page has shown the answer
+    assert turn is not None
+    turn.signals.done.connect(loop.quit, type=Qt.ConnectionType.QueuedConnection)
+    if not turn.is_done:
         loop.exec()
     app.processEvents()
     elapsed = time.perf_counter() - started

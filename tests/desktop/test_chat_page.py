@@ -1,10 +1,19 @@
 """The Chat page driven as a user would: the tiny GGUF in the engine child and the loopback
-Ollama server; stream, Stop, Regenerate, Edit, inspector, and history after a restart."""
+Ollama server; stream, Stop, Regenerate, Edit, inspector, and history after a restart. Stop
+keeps the partial answer without an error, and a superseded prompt count is never painted."""
 
 from __future__ import annotations
 
-import pytest
+import threading
+import time
 
+import pytest
+from PySide6.QtCore import Qt
+
+from core.chat.backends import BackendInfo, PreparedPrompt, StreamEvent
+from core.errors import StreamInterrupted
+from core.prompts.formats import render
+from desktop.pages.chat.jobs import BATCH_S, PromptViews
 from desktop.pages.chat.page import ChatPage
 
 WAIT = 60_000
@@ -50,6 +59,7 @@ def test_stream_stop_regenerate_and_reopen(qtbot, ctx, tiny_gguf) -> None:
     stopped = page.store.messages(page.conversation_id)[-1]
     assert stopped.finish_reason == "cancelled" and 20 <= stopped.completion_tokens < 2000
     assert stopped.content and "stopped" in page.transcript.toPlainText()
+    assert page.error.text() == ""  # Stop is not an error
 
     # Regenerate replaces the last answer
     page.params_form.max_tokens.setValue(30)
@@ -129,4 +139,120 @@ def test_chat_through_the_loopback_ollama(qtbot, ctx, ollama_server) -> None:
     page._on_action("retry", last.id, 0)
     qtbot.waitUntil(lambda: page.turn is None, timeout=WAIT)
     assert page.store.messages(page.conversation_id)[-1].content == "Hello from the fake Ollama."
+    ctx.jobs.wait_all()
+
+
+# --- Stop and superseded work, on a scripted model ---------------------------------------------
+
+WORDS = ["Partial ", "answer ", "so ", "far"]
+
+
+class PausingModel:
+    """A chat backend that streams WORDS, one batch each, then waits for Stop. Stopped, it ends
+    the answer as llama.cpp does (finish reason "cancelled"), or its stream breaks off as a
+    dropped connection does (it raises)."""
+
+    def __init__(self, after_stop: str) -> None:
+        self.after_stop = after_stop
+        self.stopped = threading.Event()
+
+    def info(self) -> BackendInfo:
+        return BackendInfo("gguf", "pausing", 4096, "llama2", "it is a test", True)
+
+    def prepare(self, messages, fmt, tags) -> PreparedPrompt:
+        r = render(messages, fmt, tags=tags)
+        return PreparedPrompt(r, token_ids=[1], token_count=10, exact_text=r.text)
+
+    def count(self, messages, fmt, tags) -> int:
+        return 10
+
+    def stream(self, prompt, params):
+        for n, word in enumerate(WORDS, 1):
+            yield StreamEvent(text=word, completion_tokens=n)
+            time.sleep(2 * BATCH_S)  # each word is sent to the page before the next one
+        assert self.stopped.wait(WAIT / 1000), "nobody pressed Stop"
+        if self.after_stop == "raises":
+            raise StreamInterrupted("the connection dropped")
+        yield StreamEvent(done=True, finish_reason="cancelled", completion_tokens=len(WORDS))
+
+    def cancel(self) -> None:
+        self.stopped.set()
+
+
+def page_on(qtbot, ctx, backend) -> ChatPage:
+    page = ChatPage(ctx)
+    qtbot.addWidget(page)
+    page.resize(1200, 800)
+    page.backend, page.backend_ref = backend, "pausing"
+    page.backend_info = backend.info()
+    return page
+
+
+@pytest.mark.parametrize("after_stop", ["finishes", "raises"])
+def test_stop_keeps_the_partial_answer_and_shows_no_error(qtbot, ctx, after_stop) -> None:
+    errors: list[str] = []
+    ctx.bus.error.connect(errors.append)
+    model = PausingModel(after_stop)
+    page = page_on(qtbot, ctx, model)
+    page.input.setPlainText("tell me a long story")
+    qtbot.mouseClick(page.send_button, Qt.MouseButton.LeftButton)
+    assert page.turn is not None and page.stop_button.isEnabled()
+    # the answer is streaming: its first words are on screen
+    qtbot.waitUntil(lambda: page.meter.answer >= 2, timeout=WAIT)
+    assert "Partial answer" in page.transcript.toPlainText()
+    with qtbot.waitSignal(page.turn_done, timeout=WAIT):
+        qtbot.mouseClick(page.stop_button, Qt.MouseButton.LeftButton)
+    assert model.stopped.is_set()
+    # no error anywhere: not under the transcript, not in the status bar
+    assert page.error.text() == "" and errors == []
+    # the partial answer is stored, all of it (also the words still held back), and shown
+    [user, answer] = page.store.messages(page.conversation_id)
+    assert user.content == "tell me a long story"
+    assert answer.content == "".join(WORDS)
+    if after_stop == "finishes":
+        assert answer.finish_reason == "cancelled" and not answer.interrupted
+    else:
+        assert answer.interrupted and "connection dropped" in (answer.error or "")
+    shown = page.transcript.toPlainText()
+    assert "Partial answer so far" in shown
+    assert ("stopped" if after_stop == "finishes" else "interrupted") in shown
+    assert page.send_button.isEnabled() and not page.stop_button.isEnabled()
+    assert page.turn is None and page.conversations.list.count() == 1
+    ctx.jobs.wait_all()
+
+
+def test_a_superseded_prompt_count_is_never_painted(qtbot, ctx, monkeypatch) -> None:
+    import desktop.pages.chat.panels as panels
+
+    gate = threading.Event()
+
+    def views(job, session, draft, upto, kind, want_prompt) -> PromptViews:
+        """The count of "slow" takes until the gate opens; any other is quick."""
+        if draft == "slow":
+            assert gate.wait(WAIT / 1000)
+            return PromptViews(900, 1900, 4096, PreparedPrompt(None, exact_text="SLOW"), "", 4,
+                               kind)
+        return PromptViews(7, 17, 4096, PreparedPrompt(None, exact_text="FAST"), "", 4, kind)
+
+    monkeypatch.setattr(panels, "prompt_views_job", views)
+    page = page_on(qtbot, ctx, PausingModel("finishes"))
+    page.show()
+    try:
+        page.inspect_button.setChecked(True)
+        page.input.setPlainText("slow")
+        page.prompt_watch.refresh()
+        slow = page.prompt_watch.worker
+        assert slow is not None
+        page.input.setPlainText("fast")  # typed on, before the slow count came back
+        page.prompt_watch.refresh()
+        qtbot.waitUntil(lambda: "FAST" in page.inspector.view.toPlainText(), timeout=WAIT)
+        assert (page.meter.system, page.meter.history) == (7, 10)
+        assert slow.job.cancelled and not slow.is_done
+    finally:
+        gate.set()
+    # the slow count ends now, with the older draft: what it found is dropped, never painted
+    qtbot.waitUntil(lambda: slow.is_done, timeout=WAIT)  # its outcome reached the GUI thread
+    assert "FAST" in page.inspector.view.toPlainText()
+    assert "SLOW" not in page.inspector.view.toPlainText()
+    assert (page.meter.system, page.meter.history) == (7, 10)
     ctx.jobs.wait_all()

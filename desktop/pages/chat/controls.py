@@ -3,8 +3,8 @@ documents, inspector, system prompt) and the composer below it (message box and 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from typing import Any
 
 from PySide6.QtWidgets import (
     QComboBox,
@@ -18,7 +18,11 @@ from PySide6.QtWidgets import (
 )
 
 from core.chat.params import GenerationParams
+from core.config import ChatSettings
+from core.errors import CorralError
 from desktop.pages.chat.panels import ParamsForm
+
+log = logging.getLogger("corral.desktop.chat")
 
 FORMAT_CHOICES = [("Auto (from the model)", "auto"), ("Llama 2 / Code Llama", "llama2"),
                   ("Code Llama 70B", "codellama70b"), ("Model's own template", "model")]
@@ -33,8 +37,8 @@ def known_models(default_model: str) -> list[str]:
         from core.models import library
 
         refs += [m.name for m in library.load()]
-    except Exception:  # the list is a convenience; typing a reference always works
-        pass
+    except CorralError as exc:  # an unreadable list: typing a reference still works
+        log.warning("the model box lists no imported models: %s", exc.sentence())
     return list(dict.fromkeys(refs))
 
 
@@ -50,13 +54,15 @@ class ChatSetup(QWidget):
     format and the guard's note; the Parameters switch, the documents switch and picker, and
     Inspect prompt. Below them: why Auto picks its format, the parameters, the system prompt."""
 
-    def __init__(self, chat: Any, models: Sequence[str], use_docs: QWidget, kb_box: QWidget,
-                 parent: QWidget | None = None) -> None:
+    def __init__(self, chat: ChatSettings, models: Sequence[str], use_docs: QWidget,
+                 kb_box: QWidget, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.model_box = QComboBox()
         self.model_box.setEditable(True)
         self.model_box.setMinimumWidth(240)
-        self.model_box.lineEdit().setPlaceholderText("ollama:NAME, a .gguf path, or a model name")
+        line = self.model_box.lineEdit()
+        assert line is not None  # an editable combo box has its line edit
+        line.setPlaceholderText("ollama:NAME, a .gguf path, or a model name")
         for ref in models:
             self.model_box.addItem(ref)
         self.model_box.setCurrentIndex(-1)

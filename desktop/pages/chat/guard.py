@@ -3,17 +3,28 @@ changes), and wrapped for each turn so the page can say when a check is running.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from core.chat.hooks import Verdict
+    from core.config import Settings
+    from core.safety.guard import GuardService
+    from desktop.jobs import Job
 
 
 class TurnGuard:
     """The guard for one turn, called by the session in the worker: it sends the page the
     text still held back (``flush``), says a check starts (a partial ``("checking",
-    direction, 0)``), then runs the check."""
+    direction, 0)``), then runs the check.
 
-    def __init__(self, guard: Any, job: Any, flush: Callable[[], None] | None = None) -> None:
+    It is the session's ``core.chat.hooks.Guard``. Its verdicts are GuardVerdicts, which the
+    ``Verdict`` protocol only reads; the casts say so, since that protocol declares its members
+    as settable variables and mypy then rejects GuardVerdict's narrower field types."""
+
+    def __init__(self, guard: GuardService, job: Job,
+                 flush: Callable[[], None] | None = None) -> None:
         self.guard = guard
         self.job = job
         self.flush = flush
@@ -24,17 +35,23 @@ class TurnGuard:
         if on:
             self.job.partial(("checking", direction, 0))
 
-    def check_input(self, messages: list[dict[str, str]], *, conversation_id: str = "") -> Any:
-        self._announce("input", getattr(self.guard, "check_inputs", True))
-        return self.guard.check_input(messages, conversation_id=conversation_id)
+    def check_input(self, messages: list[dict[str, str]], *,
+                    conversation_id: str = "") -> Verdict:
+        self._announce("input", self.guard.check_inputs)
+        return cast("Verdict", self.guard.check_input(messages,
+                                                      conversation_id=conversation_id))
 
-    def check_output(self, messages: list[dict[str, str]], *, conversation_id: str = "") -> Any:
-        self._announce("output", getattr(self.guard, "check_outputs", True))
-        return self.guard.check_output(messages, conversation_id=conversation_id)
+    def check_output(self, messages: list[dict[str, str]], *,
+                     conversation_id: str = "") -> Verdict:
+        self._announce("output", self.guard.check_outputs)
+        return cast("Verdict", self.guard.check_output(messages,
+                                                       conversation_id=conversation_id))
 
-    def check_documents(self, chunks: list[str], *, conversation_id: str = "") -> Any:
+    def check_documents(self, chunks: Sequence[str], *,
+                        conversation_id: str = "") -> Sequence[Verdict]:
         self._announce("documents", True)
-        return self.guard.check_documents(chunks, conversation_id=conversation_id)
+        return cast("list[Verdict]", self.guard.check_documents(
+            chunks, conversation_id=conversation_id))
 
 
 class ChatGuard:
@@ -44,11 +61,11 @@ class ChatGuard:
     it with keep_alive), also across rebuilds."""
 
     def __init__(self) -> None:
-        self.service: Any = None
+        self.service: GuardService | None = None
         self.documents = False  #: retrieved passages are checked too
         self._key = ""
 
-    def update(self, settings: Any) -> bool:
+    def update(self, settings: Settings) -> bool:
         """Rebuild from ``settings`` if its safety, Ollama or engine sections changed; True when
         rebuilt. A guard that cannot be built raises (the service is then None)."""
         key = repr((asdict(settings.safety), asdict(settings.ollama), asdict(settings.engine)))

@@ -4,14 +4,26 @@ count and build the prompt for the context meter and the inspector. No widgets h
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
-from desktop.pages.chat.guard import TurnGuard
-from desktop.context import describe_error
+from core.chat.backends import BackendInfo, ChatBackend, PreparedPrompt
+from core.chat.retrieval import KbRetrieval
+from core.chat.session import ChatEvent, ChatSession
+from core.config import Settings
+from core.errors import CorralError
+from core.safety.guard import GuardService
 from desktop.jobs import Job
+from desktop.pages.chat.guard import TurnGuard
 
 BATCH_S = 0.03
+
+#: what a turn tells the page while it runs, as ``(kind, payload, tokens)``:
+#: ("delta", text, answer tokens so far), ("checking", "input"|"output"|"documents", 0),
+#: ("status", sentence, 0) and ("event", ChatEvent, 0)
+TurnUpdate = tuple[str, str | ChatEvent, int]
+#: one turn: ``action(session, drop_oldest)`` gives the events of send, regenerate or resend
+TurnAction = Callable[[ChatSession, bool], Iterator[ChatEvent]]
 
 
 class Batcher:
@@ -34,11 +46,12 @@ class Batcher:
     def flush(self) -> None:
         """Send what is held back (before an event, and before a guard check starts)."""
         if self.parts:
-            self.job.partial(("delta", "".join(self.parts), self.tokens))
+            update: TurnUpdate = ("delta", "".join(self.parts), self.tokens)
+            self.job.partial(update)
             self.parts.clear()
 
 
-def open_model_job(job: Job, ref: str, settings: Any) -> tuple[Any, Any]:
+def open_model_job(job: Job, ref: str, settings: Settings) -> tuple[ChatBackend, BackendInfo]:
     """The chat backend behind ``ref`` and its info (may start the engine child)."""
     from core.chat.open import open_backend
 
@@ -46,7 +59,7 @@ def open_model_job(job: Job, ref: str, settings: Any) -> tuple[Any, Any]:
     return backend, backend.info()
 
 
-def open_retrieval(settings: Any, kb: str) -> Any:
+def open_retrieval(settings: Settings, kb: str) -> KbRetrieval | None:
     """Retrieval for one turn, or None without a knowledge base (it may load the embedder)."""
     if not kb:
         return None
@@ -55,17 +68,22 @@ def open_retrieval(settings: Any, kb: str) -> Any:
     return open_kb(kb, settings)
 
 
-def turn_job(job: Job, session: Any, action: Callable[[Any, bool], Any], drop_oldest: bool,
-             guard: Any, settings: Any) -> int | None:
-    """Run one turn of ``session``: ``action(session, drop_oldest)`` gives its events, which go
-    to the page as partials ``(kind, payload, tokens)``; returns the conversation id."""
+def turn_job(job: Job, session: ChatSession, action: TurnAction, drop_oldest: bool,
+             guard: GuardService | None, settings: Settings) -> int | None:
+    """Run one turn of ``session``: its events go to the page as ``TurnUpdate`` partials;
+    returns the conversation id. Stopped (the job cancelled, ``session.cancel`` called) once the
+    turn has begun, it ends as the session does: the answer so far is stored, marked stopped
+    or interrupted. Stopped before, it raises Cancelled and nothing is stored."""
     batch = Batcher(job)
     kb = session.kb
+    retrieval: KbRetrieval | None = None
     try:
         session.guard = TurnGuard(guard, job, batch.flush) if guard is not None else None
         if kb:
-            job.partial(("status", f"Searching the knowledge base '{kb}' …", 0))
-        session.retrieval = open_retrieval(settings, kb)
+            status: TurnUpdate = ("status", f"Searching the knowledge base '{kb}' …", 0)
+            job.partial(status)
+        session.retrieval = retrieval = open_retrieval(settings, kb)
+        job.check()  # Stop while the knowledge base opened: nothing is stored or sent yet
         for ev in action(session, drop_oldest):
             if job.cancelled:  # Stop: repeat until the backend is generating and hears it
                 session.cancel()
@@ -73,13 +91,13 @@ def turn_job(job: Job, session: Any, action: Callable[[Any, bool], Any], drop_ol
                 batch.add(ev.text, ev.completion_tokens)
                 continue
             batch.flush()
-            job.partial(("event", ev, 0))
+            event: TurnUpdate = ("event", ev, 0)
+            job.partial(event)
         batch.flush()
         return session.conversation.id if session.conversation else None
     finally:  # the knowledge base's files are let go after each turn
-        close = getattr(session.retrieval, "close", None)
-        if close is not None:
-            close()
+        if retrieval is not None:
+            retrieval.close()
 
 
 class PromptViews(NamedTuple):
@@ -88,13 +106,13 @@ class PromptViews(NamedTuple):
     system_tokens: int | None  # None: not counted (no system prompt)
     history_tokens: int | None  # None: not counted exactly (estimate from ``chars``)
     length: int | None  # the context window
-    prepared: Any  # the exact prompt, when the inspector is open
+    prepared: PreparedPrompt | None  # the exact prompt, when the inspector is open
     problem: str  # why the prompt could not be built
     chars: int
     kind: str  # the backend kind
 
 
-def prompt_views_job(job: Job, session: Any, draft: str, upto: int | None, kind: str,
+def prompt_views_job(job: Job, session: ChatSession, draft: str, upto: int | None, kind: str,
                      want_prompt: bool) -> PromptViews:
     """Count the system prompt and the whole prompt (history before position ``upto`` and the
     draft); build the exact prompt too when ``want_prompt``."""
@@ -113,9 +131,10 @@ def prompt_views_job(job: Job, session: Any, draft: str, upto: int | None, kind:
     prepared = None
     problem = ""
     if want_prompt and msgs and msgs[-1].role == "user":
+        job.check()  # superseded while counting: building the prompt is wasted work
         try:
             prepared = session.backend.prepare(msgs, session.format, session.tags)
-        except Exception as exc:  # shown in the inspector, not as a failure
-            problem = describe_error(exc)
+        except CorralError as exc:  # e.g. a refused special tag: shown in the inspector
+            problem = exc.sentence()
     chars = sum(len(m.content) for m in msgs)
     return PromptViews(sys_count, hist_count, length, prepared, problem, chars, kind)

@@ -1,32 +1,46 @@
 """The Chat page: pick a model and a prompt format, talk, stop, regenerate, edit and resend,
 inspect the exact prompt, watch the context fill, browse and export past conversations.
 
-Model loads, prompt building, generation, guard checks and retrieval all run in workers
-(desktop/chat_turns.py); streamed text arrives in batches of ~30 ms and is appended, never
-re-rendered, while it streams. The safety guard is built from the settings (again when they
-change) and given to every turn; each message then shows its verdict badge, and answers their
-code-scan findings. The page's pieces live beside it in desktop/chat_*.py.
+Model loads, prompt building, generation, guard checks and retrieval all run as jobs of the
+context's runner (their bodies in jobs.py beside this module); streamed text arrives in batches
+of ~30 ms and is appended, never re-rendered, while it streams. Stop cancels the turn's job: the
+answer keeps the text that came, stored and shown as stopped, and no error is shown. The safety
+guard is built from the settings (again when they change) and given to every turn; each message
+then shows its verdict badge, and answers their code-scan findings. The page's pieces live
+beside it in this package.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import QLabel, QMessageBox, QSplitter, QVBoxLayout, QWidget
 
+from core.chat.backends import BackendInfo, ChatBackend
 from core.chat.params import GenerationParams
+from core.chat.session import ChatEvent, ChatSession
 from core.chat.store import HistoryStore
-from core.errors import Cancelled, ContextOverflow
-from desktop.pages.chat.controls import ChatSetup, Composer, known_models
-from desktop.pages.chat.history import ConversationList
-from desktop.pages.chat.panels import ContextMeter, PromptInspector, PromptWatch
-from desktop.pages.chat.guard import ChatGuard
-from desktop.pages.chat.sources import KbChooser, SourcesPanel, answer_summary, preview, preview_summary
-from desktop.pages.chat.jobs import open_model_job, turn_job
-from desktop.pages.chat.transcript import TranscriptView, verdict_sentence
+from core.errors import ContextOverflow, CorralError
+from core.prompts.base import TagPolicy
+from core.safety.guard import GuardService
+from desktop.context import AppContext
 from desktop.jobs import Worker
+from desktop.pages.chat.controls import ChatSetup, Composer, known_models
+from desktop.pages.chat.guard import ChatGuard
+from desktop.pages.chat.history import ConversationList
+from desktop.pages.chat.jobs import TurnAction, TurnUpdate, open_model_job, turn_job
+from desktop.pages.chat.panels import ContextMeter, Draft, PromptInspector, PromptWatch
+from desktop.pages.chat.sources import (
+    KbChooser,
+    Preview,
+    SourcesPanel,
+    answer_summary,
+    preview,
+    preview_summary,
+)
+from desktop.pages.chat.transcript import TranscriptView, verdict_sentence
 
 CHECKING = {"input": "Checking your message with the safety guard …",
             "output": "Checking the answer with the safety guard …",
@@ -41,18 +55,19 @@ class ChatPage(QWidget):
     #: a "Retrieval only" search ended and the Sources panel shows what it found (or why not)
     retrieval_done = Signal()
 
-    def __init__(self, ctx: Any, parent: QWidget | None = None) -> None:
+    def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.ctx = ctx
         self.store = HistoryStore()
-        self.backend: Any = None
+        self.backend: ChatBackend | None = None
         self.backend_ref = ""
-        self.backend_info: Any = None
+        self.backend_info: BackendInfo | None = None
         self.conversation_id: int | None = None
         self.editing_id: int | None = None
-        self.turn: Worker | None = None
+        self.turn: Worker[int | None] | None = None  #: the running turn (Stop cancels it)
         self.chat_guard = ChatGuard()
-        self._turn_guard: Any = None
+        self._turn_guard: GuardService | None = None
+        self._pending_clear = False
         self._build()
         self._update_guard()
         self._refresh_list()
@@ -117,10 +132,11 @@ class ChatPage(QWidget):
         self.send_button.clicked.connect(self.send)
         self.stop_button.clicked.connect(self.stop)
         self.retrieval_button.clicked.connect(self.retrieval_only)
-        QShortcut(QKeySequence("Ctrl+Return"), self.input, activated=self.send)
-        QShortcut(QKeySequence("Escape"), self.input, activated=self._cancel_edit)
-        self.model_box.lineEdit().editingFinished.connect(
-            lambda: self.open_model(self.model_box.currentText()))
+        QShortcut(QKeySequence("Ctrl+Return"), self.input).activated.connect(self.send)
+        QShortcut(QKeySequence("Escape"), self.input).activated.connect(self._cancel_edit)
+        line = self.model_box.lineEdit()
+        assert line is not None  # the model box is editable
+        line.editingFinished.connect(lambda: self.open_model(self.model_box.currentText()))
         self.model_box.activated.connect(lambda _i: self.open_model(self.model_box.currentText()))
         self.format_box.currentIndexChanged.connect(lambda _i: self.prompt_watch.refresh())
         self.conversations.chosen.connect(self.load_conversation)
@@ -142,24 +158,20 @@ class ChatPage(QWidget):
         self.backend, self.backend_ref, self.backend_info = None, ref, None
         self.format_note.setText(f"Opening {ref} …")
         self.error.clear()
-        worker = Worker(open_model_job, ref, self.ctx.settings)
-        worker.signals.finished.connect(lambda res, r=ref: self._model_opened(r, res))
-        worker.signals.failed.connect(lambda exc, r=ref: self._model_failed(r, exc))
-        self.ctx.jobs.start(worker, group="chat-model")
+        # a newer open supersedes this one: only the model asked for last is ever shown
+        self.ctx.jobs.run(open_model_job, ref, self.ctx.settings, group="chat-model",
+                          on_result=self._model_opened, on_error=self._model_failed)
 
-    def _model_opened(self, ref: str, result: Any) -> None:
-        if ref != self.backend_ref:
-            return
-        self.backend, self.backend_info = result
-        info = self.backend_info
+    def _model_opened(self, result: tuple[ChatBackend, BackendInfo]) -> None:
+        self.backend, info = result
+        self.backend_info = info
         self.format_note.setText(f"{info.name}: Auto picks {info.format} because "
                                  f"{info.format_reason}.")
         self.prompt_watch.refresh()
 
-    def _model_failed(self, ref: str, exc: BaseException) -> None:
-        if ref == self.backend_ref:
-            self.format_note.setText("")
-            self.error.setText(self.ctx.show_error(exc))
+    def _model_failed(self, exc: BaseException) -> None:
+        self.format_note.setText("")
+        self.error.setText(self.ctx.show_error(exc))
 
     def chosen_format(self) -> str:
         key = str(self.format_box.currentData())
@@ -167,16 +179,16 @@ class ChatPage(QWidget):
             return str(self.backend_info.format)
         return key
 
-    def _session(self, guard: Any = None, retrieval: Any = None) -> Any:
-        from core.chat.session import ChatSession
-
+    def _session(self, backend: ChatBackend) -> ChatSession:
+        """A session on ``backend`` as the widgets say (format, system prompt, parameters)."""
         conv = self.store.conversation(self.conversation_id) if self.conversation_id else None
+        # as core reads the setting: control tags are refused, or else defused
+        tags: TagPolicy = "refuse" if self.ctx.settings.chat.special_tags == "refuse" else "defuse"
         return ChatSession(
-            self.backend, store=self.store, conversation=conv, model_ref=self.backend_ref,
+            backend, store=self.store, conversation=conv, model_ref=self.backend_ref,
             fmt=self.chosen_format(), system=self.system_edit.toPlainText(),
-            params=self.params_form.params(), tags=self.ctx.settings.chat.special_tags,
-            guard=guard, retrieval=retrieval, kb=self.kbs.chosen(),
-            check_documents=bool(self.ctx.settings.safety.check_documents))
+            params=self.params_form.params(), tags=tags,
+            kb=self.kbs.chosen(), check_documents=bool(self.ctx.settings.safety.check_documents))
 
     # --- safety ----------------------------------------------------------------------
 
@@ -189,14 +201,14 @@ class ChatPage(QWidget):
                 self._show_conversation()
 
     @property
-    def guard(self) -> Any:
+    def guard(self) -> GuardService | None:
         """The GuardService every turn gets, or None when checks are off."""
         return self.chat_guard.service
 
     def _update_guard(self) -> None:
         try:
             self.chat_guard.update(self.ctx.settings)
-        except Exception as exc:  # e.g. an unknown guard version: say so; chat unguarded
+        except CorralError as exc:  # e.g. an unknown guard version: say so; chat unguarded
             self.error.setText("Safety checks are off: " + self.ctx.show_error(exc))
         text, tip = self.chat_guard.note()
         self.guard_note.setText(text)
@@ -218,53 +230,58 @@ class ChatPage(QWidget):
                                if not self.backend_ref else f"{self.backend_ref} is still opening.")
             return
         editing = self.editing_id
-        self._start_turn(lambda s, d: (s.edit_and_resend(editing, text, drop_oldest=d)
-                                       if editing is not None else s.send(text, drop_oldest=d)),
-                         drop_oldest, clear_input=True)
+
+        def action(s: ChatSession, d: bool) -> Iterator[ChatEvent]:
+            if editing is not None:
+                return s.edit_and_resend(editing, text, drop_oldest=d)
+            return s.send(text, drop_oldest=d)
+
+        self._start_turn(action, drop_oldest, clear_input=True)
 
     def regenerate(self) -> None:
         if self.backend is None or self.turn is not None:
             return
         self._start_turn(lambda s, d: s.regenerate(drop_oldest=d), None)
 
-    def _start_turn(self, action: Any, drop_oldest: bool | None, *, clear_input: bool = False
-                    ) -> None:
+    def _start_turn(self, action: TurnAction, drop_oldest: bool | None, *,
+                    clear_input: bool = False) -> None:
         self.error.clear()
+        if self.backend is None:  # e.g. another model was asked for meanwhile
+            return
         if self.use_docs.isChecked() and not self.kbs.chosen():
             self.error.setText(NO_KB_CHOSEN)
             return
         drop = self.ctx.settings.chat.drop_oldest if drop_oldest is None else drop_oldest
-        session = self._session()  # built here: it reads the widgets
+        session = self._session(self.backend)  # built here: it reads the widgets
         guard = self.guard
         self._turn_guard = guard
-        worker = Worker(turn_job, session, action, drop, guard, self.ctx.settings)
-        worker.on_cancel = session.cancel
-        worker.signals.partial.connect(self._on_partial)
-        worker.signals.finished.connect(self._turn_finished)
-        worker.signals.failed.connect(lambda exc: self._turn_failed(exc, action, clear_input))
-        worker.signals.done.connect(self._turn_done)
-        self.turn = worker
         self._pending_clear = clear_input
         self.meter.set_answer(0)  # the new answer has no tokens yet
         self.send_button.setEnabled(False)
         self.stop_button.setEnabled(True)
-        self.ctx.jobs.start(worker, group="chat-turn")
+        self.ctx.jobs.cancel("chat-inspect")  # a count of the draft is stale once it is sent
+        self.turn = self.ctx.jobs.run(
+            turn_job, session, action, drop, guard, self.ctx.settings, group="chat-turn",
+            interrupt=session.cancel, on_partial=self._on_partial,
+            on_result=self._turn_finished, on_cancelled=self._turn_stopped,
+            on_error=lambda exc: self._turn_failed(exc, action, clear_input),
+            on_done=self._turn_done)
 
     def stop(self) -> None:
+        """Stop the answer: it keeps the text that came (``_turn_stopped``), no error."""
         if self.turn is not None:
             self.turn.cancel()
 
-    def _on_partial(self, item: Any) -> None:
+    def _on_partial(self, item: TurnUpdate) -> None:
         kind, payload, tokens = item
-        if kind == "delta":
-            self.transcript.append_stream(payload)
-            self.meter.set_answer(tokens)
-            return
-        if kind == "checking":
-            self._set_guard_status(CHECKING.get(payload, CHECKING["output"]))
-            return
-        if kind == "status":
-            self._set_guard_status(payload)
+        if isinstance(payload, str):
+            if kind == "delta":
+                self.transcript.append_stream(payload)
+                self.meter.set_answer(tokens)
+            elif kind == "checking":
+                self._set_guard_status(CHECKING.get(payload, CHECKING["output"]))
+            elif kind == "status":
+                self._set_guard_status(payload)
             return
         ev = payload
         if ev.kind == "started":
@@ -299,9 +316,14 @@ class ChatPage(QWidget):
             self.conversation_id = cid
         self._show_conversation()
         self._refresh_list()
-        self.prompt_watch.refresh()
 
-    def _turn_failed(self, exc: BaseException, action: Any, clear_input: bool) -> None:
+    def _turn_stopped(self, cid: object) -> None:
+        """Stop (or the window closing) ended the turn. The session stored the answer so far,
+        marked stopped (or interrupted, when the stream broke off): show the conversation as
+        stored, and no error. ``cid`` is the conversation id when the turn ran to its end."""
+        self._turn_finished(cid if isinstance(cid, int) else None)
+
+    def _turn_failed(self, exc: BaseException, action: TurnAction, clear_input: bool) -> None:
         if isinstance(exc, ContextOverflow):
             answer = QMessageBox.question(
                 self, "The conversation does not fit",
@@ -320,6 +342,7 @@ class ChatPage(QWidget):
         self._set_guard_status("")
         self.send_button.setEnabled(True)
         self.stop_button.setEnabled(False)
+        self.prompt_watch.refresh()  # the meter counts the history the turn left
         self.turn_done.emit()
 
     # --- conversations ------------------------------------------------------------------
@@ -414,21 +437,19 @@ class ChatPage(QWidget):
             return
         self.error.clear()
         settings = self.ctx.settings
-        worker = Worker(preview, kb, text, settings, self.guard,
-                        check=bool(settings.safety.check_documents),
-                        conversation_id=str(self.conversation_id or ""))
-        worker.signals.partial.connect(self._on_partial)
-        worker.signals.finished.connect(
-            lambda result: self.sources.show_citations(result[2], preview_summary(*result)))
-        worker.signals.failed.connect(self._retrieval_failed)
-        worker.signals.done.connect(self._retrieval_ended)
         self.retrieval_button.setEnabled(False)
         self._set_guard_status(f"Searching the knowledge base '{kb}' …")
-        self.ctx.jobs.start(worker, group="chat-retrieval")
+        self.ctx.jobs.run(preview, kb, text, settings, self.guard,
+                          bool(settings.safety.check_documents), str(self.conversation_id or ""),
+                          group="chat-retrieval", on_partial=self._on_partial,
+                          on_result=self._retrieval_found, on_error=self._retrieval_failed,
+                          on_done=self._retrieval_ended)
+
+    def _retrieval_found(self, found: Preview) -> None:
+        self.sources.show_citations(found.citations, preview_summary(*found))
 
     def _retrieval_failed(self, exc: BaseException) -> None:
-        if not isinstance(exc, Cancelled):
-            self.error.setText(self.ctx.show_error(exc))
+        self.error.setText(self.ctx.show_error(exc))
 
     def _retrieval_ended(self) -> None:
         if self.turn is None:  # else the turn's own status line stays
@@ -438,12 +459,12 @@ class ChatPage(QWidget):
 
     # --- inspector and meter ------------------------------------------------------------
 
-    def _draft(self) -> tuple[Any, str, int | None, str] | None:
+    def _draft(self) -> Draft | None:
         """What the meter and the inspector count; nothing without a model or during a turn."""
         if self.backend is None or self.turn is not None:
             return None
-        session = self._session()
+        session = self._session(self.backend)
         kind = self.backend_info.kind if self.backend_info else ""
         editing = self.store.message(self.editing_id) if self.editing_id is not None else None
         upto = editing.position if editing is not None else None
-        return session, self.input.toPlainText(), upto, kind
+        return Draft(session, self.input.toPlainText(), upto, kind)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
-from typing import Any
+from typing import NamedTuple
 
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtWidgets import (
@@ -23,8 +23,10 @@ from PySide6.QtWidgets import (
 
 from core.chat.backends import PreparedPrompt
 from core.chat.params import GenerationParams
-from desktop.pages.chat.jobs import PromptViews, prompt_views_job
+from core.chat.session import ChatSession
+from desktop.context import AppContext
 from desktop.jobs import Worker
+from desktop.pages.chat.jobs import PromptViews, prompt_views_job
 
 
 class ParamsForm(QWidget):
@@ -186,17 +188,26 @@ class PromptInspector(QWidget):
         self.to_tokens.setEnabled(False)
 
 
+class Draft(NamedTuple):
+    """What the meter and the inspector count: the message being typed in its conversation."""
+
+    session: ChatSession
+    text: str
+    upto: int | None  #: the position of the message being edited (what follows is replaced)
+    kind: str  #: the backend kind
+
+
 class PromptWatch(QObject):
     """Keeps the context meter and the prompt inspector up to date: the prompt is counted (and
-    built, while the inspector shows) in a worker, at once or 300 ms after the last keystroke."""
+    built, while the inspector shows) in a worker, at once or 300 ms after the last keystroke.
+    A newer count supersedes an older one, whose result is never painted."""
 
-    def __init__(self, ctx: Any, meter: ContextMeter, inspector: PromptInspector,
-                 draft: Callable[[], tuple[Any, str, int | None, str] | None],
-                 parent: QObject | None = None) -> None:
-        """``draft()`` gives what to count: (session, draft text, position of the message being
-        edited or None, backend kind); None when there is nothing to count now."""
+    def __init__(self, ctx: AppContext, meter: ContextMeter, inspector: PromptInspector,
+                 draft: Callable[[], Draft | None], parent: QObject | None = None) -> None:
+        """``draft()`` gives what to count; None when there is nothing to count now."""
         super().__init__(parent)
         self.ctx, self.meter, self.inspector, self.draft = ctx, meter, inspector, draft
+        self.worker: Worker[PromptViews] | None = None  #: the latest count
         self._later = QTimer(self)
         self._later.setSingleShot(True)
         self._later.setInterval(300)
@@ -215,9 +226,15 @@ class PromptWatch(QObject):
         what = self.draft()
         if what is None:
             return
-        worker = Worker(prompt_views_job, *what, self.inspector.isVisible())
-        worker.signals.finished.connect(self._ready)
-        self.ctx.jobs.start(worker, group="chat-inspect")
+        # quiet: a count refreshed while typing is not work the user started
+        self.worker = self.ctx.jobs.run(
+            prompt_views_job, what.session, what.text, what.upto, what.kind,
+            self.inspector.isVisible(), group="chat-inspect", quiet=True,
+            on_result=self._ready, on_error=self._failed)
+
+    def _failed(self, exc: BaseException) -> None:
+        """The draft could not be counted (e.g. the model has no template of its own)."""
+        self.inspector.show_problem(self.ctx.show_error(exc))
 
     def _ready(self, views: PromptViews) -> None:
         system = views.system_tokens or 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import QBrush, QColor
@@ -25,7 +25,12 @@ from PySide6.QtWidgets import (
 )
 
 from core.chat.hooks import citation_label, cited_where, left_out_note, split_citations
-from desktop.jobs import Worker
+from desktop.context import AppContext
+from desktop.jobs import Job
+
+if TYPE_CHECKING:
+    from core.config import Settings
+    from core.safety.guard import GuardService
 
 NO_KBS = "No knowledge bases yet"
 CHOOSE = "Choose a knowledge base"
@@ -45,10 +50,19 @@ def answer_summary(cites: Sequence[dict[str, Any]] | None, kb: str) -> str:
     return text + "."
 
 
-def preview(job: Any, kb: str, text: str, settings: Any, guard: Any, *, check: bool,
-            conversation_id: str) -> tuple[str, str, list[dict[str, Any]], float]:
-    """Worker body of "Retrieval only": the citations a turn would get (the guard screening
-    them when ``check``), and nothing generated. Returns (kb, text, citations, threshold)."""
+class Preview(NamedTuple):
+    """What "Retrieval only" found: the citations a turn would get for ``text``."""
+
+    kb: str
+    text: str
+    citations: list[dict[str, Any]]
+    threshold: float
+
+
+def preview(job: Job, kb: str, text: str, settings: Settings, guard: GuardService | None,
+            check: bool, conversation_id: str) -> Preview:
+    """Job of "Retrieval only": the citations a turn would get (the guard screening them when
+    ``check``), and nothing generated."""
     from core.chat.hooks import cite_retrieved
     from core.chat.retrieval import open_retrieval
     from desktop.pages.chat.guard import TurnGuard
@@ -60,7 +74,7 @@ def preview(job: Any, kb: str, text: str, settings: Any, guard: Any, *, check: b
                                       conversation_id=conversation_id)
     finally:
         retrieval.close()
-    return kb, text, cites, retrieval.threshold
+    return Preview(kb, text, cites, retrieval.threshold)
 
 
 def preview_summary(kb: str, text: str, cites: Sequence[dict[str, Any]],
@@ -86,7 +100,7 @@ class KbChooser(QObject):
 
     listed = Signal()  #: the picker holds the current list
 
-    def __init__(self, ctx: Any, parent: QObject | None = None) -> None:
+    def __init__(self, ctx: AppContext, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.ctx = ctx
         self.use_docs = QCheckBox("Use documents")
@@ -119,15 +133,12 @@ class KbChooser(QObject):
     def refresh(self) -> None:
         settings = self.ctx.settings
 
-        def names(job: Any) -> list[str]:
+        def names(job: Job) -> list[str]:
             from core.rag.knowledge_base import list_kbs
 
             return [kb.name for kb in list_kbs(settings=settings)]
 
-        worker = Worker(names)
-        worker.signals.finished.connect(self._fill)
-        worker.signals.failed.connect(self._failed)
-        self.ctx.jobs.start(worker, group="chat-kbs")
+        self.ctx.jobs.run(names, group="chat-kbs", on_result=self._fill, on_error=self._failed)
 
     def _toggled(self, on: bool) -> None:
         self.kb_box.setEnabled(on)
@@ -155,12 +166,9 @@ class KbChooser(QObject):
         self.kb_box.setCurrentIndex(self.kb_box.findText(name) if name else -1)
 
     def _failed(self, exc: BaseException) -> None:
-        from core.errors import Cancelled
-
-        if not isinstance(exc, Cancelled):
-            self.kb_box.setPlaceholderText("Knowledge bases unavailable")
-            self.kb_box.setToolTip(self.ctx.show_error(exc))
-            self.listed.emit()
+        self.kb_box.setPlaceholderText("Knowledge bases unavailable")
+        self.kb_box.setToolTip(self.ctx.show_error(exc))
+        self.listed.emit()
 
 
 class SourcesPanel(QWidget):

@@ -18,22 +18,9 @@ from core.chat.export import stats_line
 from core.chat.hooks import citation_label, left_out_note, split_citations
 from core.chat.markdown import split_blocks
 from core.chat.store import ChatMessage
-
-try:  # the safety area's colours and wording, when it is there
-    from desktop.widgets.verdicts import COLOURS, badge_parts, findings_html
-except ImportError:  # pragma: no cover - keeps the chat working without the safety page
-    COLOURS = {"safe": ("#e3f4e6", "#1f6b2c"), "unsafe": ("#fde4e1", "#9b1c12"),
-               "warn": ("#fff3d6", "#7a5300"), "unknown": ("#ece4f7", "#4f2d84"),
-               "skipped": ("#eeeeee", "#555555")}
-
-    def badge_parts(verdict: Any) -> tuple[str, str, str]:
-        if not verdict:
-            return "", "", "skipped"
-        kind = str(verdict.get("verdict", "unknown"))
-        return kind, "", {"safe": "safe", "unsafe": "unsafe"}.get(kind, "unknown")
-
-    def findings_html(findings: Any) -> str:
-        return ""
+from core.safety.code_scan import guess_language, normalise_language, scan_code
+from core.safety.verdict import GuardVerdict
+from desktop.widgets.verdicts import COLOURS, badge_parts, findings_html
 
 
 @functools.lru_cache(maxsize=1024)
@@ -72,10 +59,8 @@ def verdict_sentence(verdict: dict[str, Any] | None) -> str:
     if not verdict:
         return ""
     try:
-        from core.safety.verdict import GuardVerdict
-
         return GuardVerdict.from_dict(verdict).explanation()
-    except Exception:  # a verdict stored by another version: say what is certain
+    except (TypeError, KeyError):  # stored by another version: say what is certain
         cats = ", ".join(str(c) for c in verdict.get("categories") or [])
         return f"The safety guard judged it {verdict.get('verdict', 'unknown')}" + (
             f": {cats}." if cats else ".")
@@ -83,11 +68,7 @@ def verdict_sentence(verdict: dict[str, Any] | None) -> str:
 
 def scan_block(code: str, info: str) -> list[Any]:
     """Code-scan findings of one fenced block, as core.safety.code_scan.scan_markdown reads
-    it (the fence's language, else a guess from the code). Empty without the safety area."""
-    try:
-        from core.safety.code_scan import guess_language, normalise_language, scan_code
-    except ImportError:  # pragma: no cover
-        return []
+    it (the fence's language, else a guess from the code)."""
     language = normalise_language(info) if info.strip() else None
     return scan_code(code, language or guess_language(code))
 
