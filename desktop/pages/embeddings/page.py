@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PySide6.QtCore import Qt, Signal
@@ -35,9 +36,14 @@ from core.analysis.similarity import (
     reorder,
     similarity_matrix,
 )
+from core.config import OllamaSettings, Settings
 from desktop.context import AppContext
+from desktop.jobs import Job, Worker
 from desktop.pages.embeddings.plots import CorpusMapView, HeatmapView
-from desktop.jobs import Worker
+
+if TYPE_CHECKING:
+    from core.analysis.corpus import Corpus
+    from core.analysis.projection import Neighbour, Projector
 
 MATRIX_EMPTY = (
     "Enter a few sentences, one per line, and press Compare. Each sentence becomes a vector; "
@@ -49,33 +55,51 @@ MAP_EMPTY = (
     "meaning land near each other. Pick a knowledge base and press Compute map, then type a "
     "question to see which chunks are nearest."
 )
+MATRIX_STOPPED = "Stopped: the matrix below is for the sentences compared before."
+MAP_STOPPED = "Stopped: the map below is still the one computed before."
+QUERY_STOPPED = "The query was stopped before its neighbours were found."
+
+#: the job groups of this page: a newer job of a group supersedes the older one
+MATRIX_GROUP = "embeddings-matrix"
+KBS_GROUP = "embeddings-kbs"
+MAP_GROUP = "embeddings-map"
+QUERY_GROUP = "embeddings-query"
+
+#: per embedder: (its name, the sentences' vectors)
+EmbedderVectors = list[tuple[str, np.ndarray]]
+#: what a corpus map job returns: the chunks, the fitted projection, a 2-D point per chunk
+MapResult = tuple["Corpus", "Projector", np.ndarray]
+#: what a query job returns: where the query lands on the map, and its nearest chunks
+QueryResult = tuple[np.ndarray, list["Neighbour"]]
 
 
-def _embed_job(job: Any, texts: list[str], specs: list[str], mode: str) -> list[tuple[str, Any]]:
+def _embed_job(job: Job, texts: list[str], specs: list[str], mode: str,
+               ollama: OllamaSettings) -> EmbedderVectors:
     from core.rag.embedder import shared_embedder
 
-    out = []
+    out: EmbedderVectors = []
     for n, spec in enumerate(specs):
         job.check()
         job.progress(n / len(specs), f"Embedding with {spec}")
-        emb = shared_embedder(spec, mode)
+        emb = shared_embedder(spec, mode, ollama=ollama)
         out.append((emb.name, emb.embed(texts)))
     return out
 
 
-def _kb_names_job(job: Any, settings: Any) -> list[str]:
+def _kb_names_job(job: Job, settings: Settings) -> list[str]:
     from core.analysis.corpus import knowledge_base_names
 
     return knowledge_base_names(settings)
 
 
-def _map_job(job: Any, source: Any, method: str) -> tuple[Any, Any, np.ndarray]:
+def _map_job(job: Job, source: str | Corpus, method: str, settings: Settings) -> MapResult:
     """Load (a knowledge base name) or take (a Corpus) the chunks, then project them."""
     from core.analysis.corpus import load_corpus
     from core.analysis.projection import Projector
 
     if isinstance(source, str):
-        corpus = load_corpus(source, progress=lambda f, t: job.progress(0.3 * f, t),
+        corpus = load_corpus(source, settings=settings,
+                             progress=lambda f, t: job.progress(0.3 * f, t),
                              cancelled=lambda: job.cancelled)
     else:
         corpus = source
@@ -85,12 +109,14 @@ def _map_job(job: Any, source: Any, method: str) -> tuple[Any, Any, np.ndarray]:
     return corpus, projector, coords
 
 
-def _query_job(job: Any, corpus: Any, projector: Any, query: str, k: int, by: str) -> Any:
+def _query_job(job: Job, corpus: Corpus, projector: Projector, query: str, k: int, by: str,
+               ollama: OllamaSettings) -> QueryResult:
     from core.analysis.projection import nearest_neighbours
     from core.rag.embedder import shared_embedder
 
     job.progress(None, "Embedding the query")
-    q = shared_embedder(corpus.embedder_spec, corpus.embedder_mode).embed([query])[0]
+    embedder = shared_embedder(corpus.embedder_spec, corpus.embedder_mode, ollama=ollama)
+    q = embedder.embed([query])[0]
     job.check()
     hits = nearest_neighbours(corpus.vectors, q, k=k, by=by)
     return projector.place(q)[0], hits
@@ -104,12 +130,15 @@ class EmbeddingsPage(QWidget):
     def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.ctx = ctx
-        self.vectors: list[tuple[str, np.ndarray]] = []  # per embedder: (name, vectors)
+        self.vectors: EmbedderVectors = []
         self.sentences: list[str] = []
-        self.corpus: Any = None
-        self.projector: Any = None
+        self.corpus: Corpus | None = None  # the chunks on the map now
+        self.projector: Projector | None = None
         self.coords: np.ndarray | None = None
-        self.hits: list[Any] = []
+        self.hits: list[Neighbour] = []
+        # Counts map requests: a query belongs to the map shown when it started, and its
+        # neighbours are dropped once another map has been asked for.
+        self._map_serial = 0
         outer = QVBoxLayout(self)
         title = QLabel("Embeddings")
         title.setObjectName("pageTitle")
@@ -160,6 +189,7 @@ class EmbeddingsPage(QWidget):
         self.png_button = QPushButton("Export PNG…")
         self.png_button.clicked.connect(lambda: self.export_png(self.heatmaps))
         # Two rows: what to embed with, then how to show it (one row overflows at 1280 px).
+        w: QWidget
         for w in (QLabel("Embedder"), self.embedder_a, self.compare, self.embedder_b):
             row.addWidget(w)
         row.addStretch(1)
@@ -175,7 +205,7 @@ class EmbeddingsPage(QWidget):
         self.matrix_status.setObjectName("emptyState")
         self.matrix_status.setWordWrap(True)
         col.addWidget(self.matrix_status)
-        self.heatmaps = QWidget()
+        self.heatmaps: QWidget = QWidget()
         hm = QHBoxLayout(self.heatmaps)
         hm.setContentsMargins(0, 0, 0, 0)
         self.heatmap_a = HeatmapView()
@@ -204,7 +234,7 @@ class EmbeddingsPage(QWidget):
     def set_sentences(self, sentences: list[str]) -> None:
         self.sentence_box.setPlainText("\n".join(sentences))
 
-    def compute_matrix(self) -> Worker | None:
+    def compute_matrix(self) -> Worker[EmbedderVectors] | None:
         texts = [t.strip() for t in self.sentence_box.toPlainText().splitlines() if t.strip()]
         if len(texts) < 2:
             self.matrix_status.setText("Enter at least two sentences, one per line. " + MATRIX_EMPTY)
@@ -212,15 +242,21 @@ class EmbeddingsPage(QWidget):
         specs = [self.embedder_a.currentText().strip() or "minilm"]
         if self.compare.isChecked() and self.embedder_b.currentText().strip():
             specs.append(self.embedder_b.currentText().strip())
-        worker = Worker(_embed_job, texts, specs, self.ctx.settings.embedder.mode)
-        worker.signals.progress.connect(lambda f, t: self.matrix_status.setText(t + "…"))
-        worker.signals.finished.connect(lambda res, t=texts: self._matrix_done(t, res))
-        worker.signals.failed.connect(lambda e: self._failed(e, self.matrix_status))
         self.matrix_status.setText("Embedding…")
-        self.ctx.jobs.start(worker, group="embeddings-matrix")
-        return worker
+        return self.ctx.jobs.run(
+            _embed_job, texts, specs, self.ctx.settings.embedder.mode, self.ctx.settings.ollama,
+            group=MATRIX_GROUP,
+            on_progress=lambda fraction, text: self.matrix_status.setText(text + "…"),
+            on_result=partial(self._matrix_done, texts),
+            on_error=lambda exc: self.matrix_status.setText(self.ctx.show_error(exc)),
+            on_cancelled=self._matrix_stopped,
+        )
 
-    def _matrix_done(self, texts: list[str], results: list[tuple[str, np.ndarray]]) -> None:
+    def _matrix_stopped(self, unfinished: object) -> None:
+        """A cancelled matrix paints nothing: the earlier one stays, and the status says so."""
+        self.matrix_status.setText(MATRIX_STOPPED if self.vectors else MATRIX_EMPTY)
+
+    def _matrix_done(self, texts: list[str], results: EmbedderVectors) -> None:
         self.sentences = texts
         self.vectors = results
         self.redraw_matrix()
@@ -229,7 +265,7 @@ class EmbeddingsPage(QWidget):
     def current_matrices(self) -> list[tuple[str, np.ndarray, list[int]]]:
         """(embedder name, matrix in display order, order) per embedder."""
         metric = self.measure_box.currentData()
-        out = []
+        out: list[tuple[str, np.ndarray, list[int]]] = []
         for name, vecs in self.vectors:
             m = similarity_matrix(vecs, metric)
             order = display_order(m, metric, self.order.currentData())
@@ -249,8 +285,7 @@ class EmbeddingsPage(QWidget):
         self.heatmaps.setVisible(True)
         order = mats[0][2]
         self.legend.setText("   ".join(f"{k + 1}. {self.sentences[i]}" for k, i in enumerate(order)))
-        m = MEASURES[metric]
-        self.matrix_status.setText(m.explanation + " Brighter cells are closer.")
+        self.matrix_status.setText(MEASURES[metric].explanation + " Brighter cells are closer.")
         self.csv_button.setEnabled(True)
         self.png_button.setEnabled(True)
 
@@ -302,6 +337,7 @@ class EmbeddingsPage(QWidget):
         self.map_png = QPushButton("Export PNG…")
         self.map_png.clicked.connect(lambda: self.export_png(self.map_view))
         self.map_png.setEnabled(False)
+        w: QWidget
         for w in (QLabel("Knowledge base"), self.kb_box, QLabel("Projection"), self.method,
                   self.map_button):
             row.addWidget(w)
@@ -332,7 +368,7 @@ class EmbeddingsPage(QWidget):
         self.map_status.setWordWrap(True)
         col.addWidget(self.map_status)
         split = QSplitter()
-        self.map_view = CorpusMapView()
+        self.map_view: CorpusMapView = CorpusMapView()
         self.map_view.chunk_clicked.connect(self.open_chunk)
         side = QWidget()
         scol = QVBoxLayout(side)
@@ -359,13 +395,20 @@ class EmbeddingsPage(QWidget):
         self._open_chunk: int | None = None
         return page
 
-    def refresh_knowledge_bases(self) -> Worker:
+    def refresh_knowledge_bases(self) -> Worker[list[str]]:
         """List the knowledge bases in a worker (opening the store can take a moment)."""
-        worker = Worker(_kb_names_job, self.ctx.settings)
-        worker.signals.finished.connect(self._set_knowledge_bases)
-        worker.signals.failed.connect(lambda e: self._set_knowledge_bases([]))
-        self.ctx.jobs.start(worker, group="embeddings-kbs")
-        return worker
+        return self.ctx.jobs.run(_kb_names_job, self.ctx.settings, group=KBS_GROUP,
+                                 on_result=self._set_knowledge_bases,
+                                 on_error=self._knowledge_bases_failed)
+
+    def _knowledge_bases_failed(self, exc: BaseException) -> None:
+        # Not "there is no knowledge base yet": the store could not be read, and that is said.
+        self.kb_box.clear()
+        self.map_button.setEnabled(False)
+        if self.corpus is None:
+            self.map_status.setText(self.ctx.show_error(exc))
+        else:
+            self.ctx.show_error(exc)
 
     def _set_knowledge_bases(self, names: list[str]) -> None:
         current = self.kb_box.currentText()
@@ -378,78 +421,125 @@ class EmbeddingsPage(QWidget):
             self.map_status.setText(
                 MAP_EMPTY + " (There is no knowledge base yet: create one on the Documents page.)")
 
-    def compute_map(self, corpus: Any = None) -> Worker | None:
-        """Map a knowledge base (the chosen one) or a given ``Corpus`` in a worker."""
-        source = corpus if corpus is not None else self.kb_box.currentText()
-        if not source:
+    def compute_map(self, corpus: Corpus | None = None) -> Worker[MapResult] | None:
+        """Map a knowledge base (the chosen one) or a given ``Corpus`` in a worker.
+
+        A new map supersedes the map job before it and cancels a running query: that query
+        belongs to the map it was started on, and its neighbours never land on this one."""
+        source: str | Corpus = corpus if corpus is not None else self.kb_box.currentText()
+        if isinstance(source, str) and not source:
             self.map_status.setText(MAP_EMPTY)
             return None
-        worker = Worker(_map_job, source, self.method.currentData() or "pca")
-        worker.signals.progress.connect(self._map_progress)
-        worker.signals.finished.connect(self._map_done)
-        worker.signals.failed.connect(lambda e: self._failed(e, self.map_status))
+        self._forget_queries()
         self.map_progress.setVisible(True)
         self.map_progress.setValue(0)
         self.map_status.setText("Reading the chunks…")
-        self.ctx.jobs.start(worker, group="embeddings-map")
-        return worker
+        return self.ctx.jobs.run(
+            _map_job, source, self.method.currentData() or "pca", self.ctx.settings,
+            group=MAP_GROUP,
+            on_progress=self._map_progress,
+            on_result=self._map_done,
+            on_error=self._map_failed,
+            on_cancelled=self._map_stopped,
+        )
 
-    def _map_progress(self, fraction: float, text: str) -> None:
-        if fraction >= 0:
+    def _forget_queries(self) -> None:
+        """Another map is on its way: running queries stop, and what they found is dropped."""
+        self._map_serial += 1
+        self.ctx.jobs.cancel(QUERY_GROUP)
+
+    def _map_progress(self, fraction: float | None, text: str) -> None:
+        if fraction is not None:
             self.map_progress.setRange(0, 1000)
             self.map_progress.setValue(int(fraction * 1000))
         self.map_status.setText(text)
 
-    def _map_done(self, result: tuple[Any, Any, np.ndarray]) -> None:
-        self.corpus, self.projector, self.coords = result
+    def _map_failed(self, exc: BaseException) -> None:
+        self.map_progress.setVisible(False)
+        self.map_status.setText(self.ctx.show_error(exc))
+
+    def _map_stopped(self, unfinished: object) -> None:
+        """A cancelled map paints nothing, even if it got to the end: the earlier map stays."""
+        self.map_progress.setVisible(False)
+        self.map_status.setText(MAP_STOPPED if self.corpus is not None else MAP_EMPTY)
+
+    def _map_done(self, result: MapResult) -> None:
+        corpus, projector, coords = result
+        self._forget_queries()  # a query started on the map before never lands on this one
+        self.corpus, self.projector, self.coords = corpus, projector, coords
         self.map_progress.setVisible(False)
         self.hits = []
         self.neighbours.setRowCount(0)
-        if len(self.corpus) == 0:
+        self.chunk_view.clear()
+        self._open_chunk = None
+        self.to_matrix.setEnabled(False)
+        if len(corpus) == 0:
+            self.map_view.set_points(np.zeros((0, 2), dtype=np.float32),
+                                     np.zeros(0, dtype=np.int32), [], [], [])
+            self.find_button.setEnabled(False)
+            self.map_png.setEnabled(False)
             self.map_status.setText("This knowledge base has no chunks yet: index some files first.")
             return
-        groups, legend = self.corpus.document_index()
-        names = [self.corpus.describe(i) for i in range(len(self.corpus))]
-        self.map_view.set_points(self.coords, groups, legend, self.corpus.texts, names)
+        groups, legend = corpus.document_index()
+        names = [corpus.describe(i) for i in range(len(corpus))]
+        self.map_view.set_points(coords, groups, legend, corpus.texts, names)
         extra = ""
-        if self.projector.explained is not None:
-            kept = float(np.sum(self.projector.explained)) * 100
+        if projector.explained is not None:
+            kept = float(np.sum(projector.explained)) * 100
             extra = f" The two PCA axes keep {kept:.0f}% of the spread."
         self.map_status.setText(
-            f"{len(self.corpus):,} chunks from {len(set(self.corpus.documents))} documents."
+            f"{len(corpus):,} chunks from {len(set(corpus.documents))} documents."
             f"{extra} Colours are documents; hover to read, click to open.")
         self.find_button.setEnabled(True)
         self.map_png.setEnabled(True)
         self.map_ready.emit()
 
-    def find_neighbours(self) -> Worker | None:
-        text = self.query.text().strip()
-        if not text or self.corpus is None or len(self.corpus) == 0:
-            return None
-        worker = Worker(_query_job, self.corpus, self.projector, text, self.k.value(),
-                        self.by.currentData())
-        worker.signals.finished.connect(self._query_done)
-        worker.signals.failed.connect(lambda e: self._failed(e, self.map_status))
-        self.map_status.setText("Embedding the query…")
-        self.ctx.jobs.start(worker, group="embeddings-query")
-        return worker
+    def find_neighbours(self) -> Worker[QueryResult] | None:
+        """Place the query on the map shown now and find its nearest chunks (in a worker).
 
-    def _query_done(self, result: tuple[np.ndarray, list[Any]]) -> None:
+        The query belongs to that map: once another map is asked for, it is cancelled, and
+        whatever it found is dropped rather than drawn on a map it was not computed for."""
+        text = self.query.text().strip()
+        corpus, projector = self.corpus, self.projector
+        if not text or corpus is None or projector is None or len(corpus) == 0:
+            return None
+        serial = self._map_serial
+        self.map_status.setText("Embedding the query…")
+        return self.ctx.jobs.run(
+            _query_job, corpus, projector, text, self.k.value(), self.by.currentData(),
+            self.ctx.settings.ollama, group=QUERY_GROUP,
+            on_result=partial(self._query_done, serial, corpus, self.by.currentText()),
+            on_error=partial(self._query_failed, serial),
+            on_cancelled=partial(self._query_stopped, serial),
+        )
+
+    def _query_done(self, serial: int, corpus: Corpus, by_label: str, result: QueryResult) -> None:
+        if serial != self._map_serial or corpus is not self.corpus:
+            return  # found on a map that is no longer the one shown (or asked for)
         at, self.hits = result
         self.map_view.show_query(at, [h.index for h in self.hits])
         self.neighbours.setRowCount(len(self.hits))
         for r, h in enumerate(self.hits):
-            cells = [str(r + 1), self.corpus.describe(h.index), f"{h.cosine:.4f}",
+            cells = [str(r + 1), corpus.describe(h.index), f"{h.cosine:.4f}",
                      f"{h.cosine_distance:.4f}", f"{h.euclidean:.4f}"]
             for c, value in enumerate(cells):
                 item = QTableWidgetItem(value)
-                item.setToolTip(self.corpus.texts[h.index][:500])
+                item.setToolTip(corpus.texts[h.index][:500])
                 self.neighbours.setItem(r, c, item)
         self.neighbours.resizeColumnsToContents()
         self.map_status.setText(
             f"The star is your query; red rings mark its {len(self.hits)} nearest chunks "
-            f"({self.by.currentText()}).")
+            f"({by_label}).")
         self.query_ready.emit()
+
+    def _query_failed(self, serial: int, exc: BaseException) -> None:
+        sentence = self.ctx.show_error(exc)
+        if serial == self._map_serial:  # else the map status speaks of another map now
+            self.map_status.setText(sentence)
+
+    def _query_stopped(self, serial: int, unfinished: object) -> None:
+        if serial == self._map_serial:  # else a new map stopped it, and its status stays
+            self.map_status.setText(QUERY_STOPPED)
 
     def open_chunk(self, i: int) -> None:
         if self.corpus is None:
@@ -459,17 +549,9 @@ class EmbeddingsPage(QWidget):
         self.to_matrix.setEnabled(True)
 
     def _chunk_to_matrix(self) -> None:
-        if self._open_chunk is None:
+        if self._open_chunk is None or self.corpus is None:
             return
         text = " ".join(self.corpus.texts[self._open_chunk].split())
         current = self.sentence_box.toPlainText().rstrip()
         self.sentence_box.setPlainText((current + "\n" if current else "") + text)
         self.tabs.setCurrentIndex(0)
-
-    def _failed(self, exc: object, label: QLabel) -> None:
-        from core.errors import Cancelled
-
-        self.map_progress.setVisible(False)
-        if isinstance(exc, Cancelled):
-            return
-        label.setText(self.ctx.show_error(exc if isinstance(exc, BaseException) else str(exc)))

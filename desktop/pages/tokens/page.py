@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QShowEvent
@@ -26,9 +26,13 @@ from PySide6.QtWidgets import (
 from core.analysis.bpe_steps import CLASSIC_TEXT, BpeStep, bpe_steps
 from core.analysis.one_hot import one_hot
 from core.analysis.tokens import TokenizedText, differing_cuts
+from core.config import Settings
 from desktop.context import AppContext
+from desktop.jobs import Job, Worker
 from desktop.pages.tokens.widgets import TokenStrip, tokens_summary_html
-from desktop.jobs import Worker
+
+if TYPE_CHECKING:
+    from core.analysis.token_sources import TextTokenizer
 
 EMPTY_TEXT = (
     "A token is the unit a model actually reads: a word, a piece of a word, or a single byte. "
@@ -45,26 +49,36 @@ BPE_NOTE = (
     "Byte-pair encoding starts from single characters and repeatedly merges the most frequent "
     "neighbouring pair into a new token. Step through the merges to watch the vocabulary grow."
 )
+STOPPED_TEXT = "Tokenizing stopped: the tokens below are for the text tokenized before."
 MAX_ONE_HOT_WORDS = 16
 MAX_BPE_CHARS = 20_000
+#: the job groups of this page: a newer job of a group supersedes the older one
+TOKENIZE_GROUP = "tokens"
+MODELS_GROUP = "tokens-models"
+
+#: (reference, the tokenizer opened for it before, or None)
+TokenizerEntry = tuple[str, "TextTokenizer | None"]
 
 
-def _tokenize_job(job: Any, text: str, entries: list[tuple[str, Any]]) -> list[TokenizedText]:
-    """Worker: open each tokenizer (cached objects are passed in) and split the text."""
+def _tokenize_job(job: Job, text: str, entries: list[TokenizerEntry],
+                  settings: Settings) -> list[TokenizedText]:
+    """Worker: open each tokenizer (cached objects are passed in) and split the text.
+
+    Each opened tokenizer goes out as a partial ``(ref, tokenizer)`` for the page's cache."""
     from core.analysis.token_sources import open_tokenizer
 
-    results = []
+    results: list[TokenizedText] = []
     for n, (ref, tokenizer) in enumerate(entries):
         job.check()
         job.progress(n / max(1, len(entries)), f"Tokenizing with {ref}")
-        tok = tokenizer if tokenizer is not None else open_tokenizer(ref, train_text=text)
+        tok = tokenizer if tokenizer is not None else open_tokenizer(ref, settings, train_text=text)
         result = tok.tokenize(text)
         job.partial((ref, tok))
         results.append(result)
     return results
 
 
-def _local_models_job(job: Any, settings: Any) -> list[str]:
+def _local_models_job(job: Job, settings: Settings) -> list[str]:
     from core.analysis.token_sources import local_model_refs
 
     return local_model_refs(settings)
@@ -75,8 +89,9 @@ class TokensPage(QWidget):
         super().__init__(parent)
         self.ctx = ctx
         self.results: list[TokenizedText] = []
-        self._tokenizers: dict[str, Any] = {}  # ref -> opened tokenizer (trained BPE keyed by text)
-        self._worker: Worker | None = None
+        # ref -> opened tokenizer (a trained BPE is keyed by its text)
+        self._tokenizers: dict[str, TextTokenizer] = {}
+        self._worker: Worker[list[TokenizedText]] | None = None  # the latest tokenize job
         self._steps: list[BpeStep] = []
 
         outer = QVBoxLayout(self)
@@ -114,7 +129,8 @@ class TokensPage(QWidget):
         self.model_ref = QComboBox()
         self.model_ref.setEditable(True)
         self.model_ref.setMinimumWidth(260)
-        self.model_ref.lineEdit().setPlaceholderText("a model: .gguf path or name (optional)")
+        if (edit := self.model_ref.lineEdit()) is not None:  # editable: it has one
+            edit.setPlaceholderText("a model: .gguf path or name (optional)")
         self._models_listed = False
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse_model)
@@ -197,12 +213,10 @@ class TokensPage(QWidget):
             self._models_listed = True
             self.list_models()
 
-    def list_models(self) -> Worker:
+    def list_models(self) -> Worker[list[str]]:
         """Fill the model box with imported GGUF files and Ollama-store models (in a worker)."""
-        worker = Worker(_local_models_job, self.ctx.settings)
-        worker.signals.finished.connect(self._set_models)
-        self.ctx.jobs.start(worker, group="tokens-models")
-        return worker
+        return self.ctx.jobs.run(_local_models_job, self.ctx.settings, group=MODELS_GROUP,
+                                 on_result=self._set_models)
 
     def _set_models(self, refs: list[str]) -> None:
         current = self.model_ref.currentText()
@@ -241,43 +255,48 @@ class TokensPage(QWidget):
             return "bpe:" + hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
         return ref
 
-    def tokenize(self) -> Worker | None:
+    def tokenize(self) -> Worker[list[TokenizedText]] | None:
+        """Tokenize the text with the chosen tokenizers in a worker; a newer call supersedes
+        this one, so only the tokens of the latest text are ever painted."""
         self._debounce.stop()
         text = self.text.toPlainText()
         self._update_one_hot()
         refs = self.selected_refs()
         if not text or not refs:
+            self.ctx.jobs.cancel(TOKENIZE_GROUP)  # a running job must not paint over this
             self.show_results([])
             return None
-        entries = [(ref, self._tokenizers.get(self._cache_key(ref, text))) for ref in refs]
-        worker = Worker(_tokenize_job, text, entries)
-        worker.signals.partial.connect(lambda item, t=text: self._remember(item, t))
-        worker.signals.progress.connect(lambda f, msg: self.status.setText(msg + "…"))
-        worker.signals.finished.connect(self.show_results)
-        worker.signals.failed.connect(self._failed)
-        self._worker = worker
+        entries: list[TokenizerEntry] = [
+            (ref, self._tokenizers.get(self._cache_key(ref, text))) for ref in refs]
         self.status.setText("Tokenizing…")
-        self.ctx.jobs.start(worker, group="tokens")
-        return worker
+        self._worker = self.ctx.jobs.run(
+            _tokenize_job, text, entries, self.ctx.settings, group=TOKENIZE_GROUP,
+            on_partial=lambda item: self._remember(item, text),
+            on_progress=lambda fraction, msg: self.status.setText(msg + "…"),
+            on_result=self.show_results,
+            on_error=self._failed,
+            on_cancelled=self._stopped,
+        )
+        return self._worker
 
-    def _remember(self, item: tuple[str, Any], text: str) -> None:
+    def _remember(self, item: tuple[str, TextTokenizer], text: str) -> None:
         ref, tok = item
         self._tokenizers[self._cache_key(ref, text)] = tok
 
-    def _failed(self, exc: object) -> None:
-        from core.errors import Cancelled
+    def _failed(self, exc: BaseException) -> None:
+        self.status.setText(self.ctx.show_error(exc))
 
-        if isinstance(exc, Cancelled):
-            return
-        sentence = self.ctx.show_error(exc if isinstance(exc, BaseException) else str(exc))
-        self.status.setText(sentence)
+    def _stopped(self, partial: object) -> None:
+        """A cancelled run paints nothing: some tokenizers' results alone would mislead
+        (no disagreement marks), so the earlier tokens stay, and the status says so."""
+        self.status.setText(STOPPED_TEXT if self.results else EMPTY_TEXT)
 
     def show_results(self, results: list[TokenizedText]) -> None:
         self.results = list(results)
         while self.results_layout.count() > 1:
             item = self.results_layout.takeAt(0)
-            if item is not None and item.widget() is not None:
-                item.widget().deleteLater()
+            if item is not None and (widget := item.widget()) is not None:
+                widget.deleteLater()
         differing = differing_cuts(self.results)
         for n, result in enumerate(self.results):
             head = QLabel(tokens_summary_html(result))
