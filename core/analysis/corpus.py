@@ -5,11 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from core.config import Settings
 from core.errors import Cancelled, CorralError
+
+if TYPE_CHECKING:
+    from core.rag.store import Store
 
 Progress = Callable[[float, str], None]
 
@@ -71,8 +75,8 @@ def corpus_from_vectors(
 def load_corpus(
     kb_name: str,
     *,
-    settings: Any = None,
-    store: Any = None,
+    settings: Settings,
+    store: Store | None = None,
     page_size: int = 5000,
     progress: Progress | None = None,
     cancelled: Callable[[], bool] | None = None,
@@ -80,7 +84,7 @@ def load_corpus(
     """Read every chunk of a knowledge base with its embedding (page by page, cancellable)."""
     from core.rag.knowledge_base import open_kb
 
-    kb = open_kb(kb_name, store=store, settings=settings)
+    kb = open_kb(kb_name, settings=settings, store=store)
     try:
         total = kb.store.count(kb.collection)
         vectors: list[np.ndarray] = []
@@ -116,7 +120,7 @@ def load_corpus(
         kb.close()
 
 
-def knowledge_base_names(settings: Any = None) -> list[str]:
+def knowledge_base_names(settings: Settings) -> list[str]:
     from core.rag.knowledge_base import list_kbs
 
     return [info.name for info in list_kbs(settings=settings)]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from core.analysis.tokens import TokenizedText, TokenSpan, align_pieces, bytes_label
+from core.config import Settings
 from core.errors import CorralError, FeatureUnavailable
 
 if TYPE_CHECKING:
@@ -83,13 +84,11 @@ def _model_label(piece: bytes, ttype: str) -> str:
     return bytes_label(piece)
 
 
-def _resolve_model_path(ref: str) -> tuple[Path, str]:
+def _resolve_model_path(ref: str, settings: Settings) -> tuple[Path, str]:
     """(GGUF path, display name) for a model reference: a .gguf path, ``store:NAME``, an
     imported model's name, or ``ollama:NAME`` when that model is also in the local store."""
-    from core.config import Settings
     from core.models import refs
 
-    settings = Settings.load()
     resolved = refs.resolve(refs.parse_ref(ref), settings)
     if resolved.path is None:  # served by Ollama: its vocabulary is in the blob on disk, if any
         try:
@@ -103,11 +102,12 @@ def _resolve_model_path(ref: str) -> tuple[Path, str]:
     return Path(resolved.path), resolved.display
 
 
-def model_tokenizer(ref: str, *, add_bos: bool | None = None) -> ModelTokenizer:
-    """The vocabulary of the model ``ref``, loaded vocabulary-only in the engine child."""
+def model_tokenizer(ref: str, settings: Settings, *, add_bos: bool | None = None) -> ModelTokenizer:
+    """The vocabulary of the model ``ref``, loaded vocabulary-only in the engine child
+    (``settings`` say where Ollama's store and imported models are)."""
     from core.models.engine import shared_engine
 
-    path, name = _resolve_model_path(ref)
+    path, name = _resolve_model_path(ref, settings)
     engine = shared_engine(path, vocab_only=True, n_threads=1, n_ctx=512)
     info = engine.load()
     meta = info.get("metadata") or {}
@@ -130,7 +130,7 @@ class WordPieceTokenizer:
 
     def __init__(self, tokenizer: Tokenizer | None = None, name: str = "MiniLM WordPiece") -> None:
         if tokenizer is None:
-            from core.rag.embedder import minilm_tokenizer
+            from core.rag.encoding import minilm_tokenizer
 
             tokenizer = minilm_tokenizer()
         self.tokenizer = tokenizer
@@ -234,10 +234,12 @@ class TrainedBpeTokenizer:
 
 
 def open_tokenizer(
-    ref: str, *, train_text: str | Iterable[str] | None = None, bpe_vocab_size: int = 1000
+    ref: str, settings: Settings, *, train_text: str | Iterable[str] | None = None,
+    bpe_vocab_size: int = 1000,
 ) -> TextTokenizer:
     """A tokenizer by reference: 'wordpiece'/'minilm', 'bpe' (trained on ``train_text``),
-    or a model (a .gguf path, ``store:NAME``, an imported model's name)."""
+    or a model (a .gguf path, ``store:NAME``, an imported model's name; ``settings`` say
+    where Ollama's store and imported models are)."""
     key = ref.strip().lower()
     if key in WORDPIECE_REFS:
         return WordPieceTokenizer()
@@ -246,16 +248,14 @@ def open_tokenizer(
             raise CorralError("A trained BPE needs some text to learn from")
         texts = [train_text] if isinstance(train_text, str) else list(train_text)
         return TrainedBpeTokenizer.train(texts, bpe_vocab_size)
-    return model_tokenizer(ref)
+    return model_tokenizer(ref, settings)
 
 
-def local_model_refs(settings: Any = None) -> list[str]:
+def local_model_refs(settings: Settings) -> list[str]:
     """Models whose vocabulary can be read here: imported GGUF files and Ollama's store."""
-    from core.config import Settings
     from core.models import library
     from core.models.ollama_store import find_store
 
-    settings = settings or Settings.load()
     refs: list[str] = []
     try:
         refs.extend(m.name for m in library.load())

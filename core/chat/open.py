@@ -9,6 +9,7 @@ from typing import Any
 from core.chat.backends import ChatBackend, LlamaCppBackend, OllamaBackend
 from core.config import Settings
 from core.errors import ModelNotFound
+from core.models.refs import parse_ref, resolve
 
 
 def ollama_client(settings: Settings, host: str | None = None) -> Any:
@@ -19,16 +20,11 @@ def ollama_client(settings: Settings, host: str | None = None) -> Any:
                         read_timeout=settings.ollama.read_timeout)
 
 
-def open_backend(ref: str, settings: Settings | None = None, *, n_ctx: int = 0) -> ChatBackend:
+def open_backend(ref: str, settings: Settings, *, n_ctx: int = 0) -> ChatBackend:
     """The backend for ``ref``; ModelNotFound with a clear sentence if it names nothing."""
-    settings = settings or Settings.load()
     ref = ref.strip()
     if not ref:
         raise ModelNotFound("no model chosen", hint="Pick a model first.")
-    try:
-        from core.models.refs import parse_ref, resolve
-    except ImportError:  # the models area is not there: understand the two plain forms
-        return _fallback(ref, settings, n_ctx)
     resolved = resolve(parse_ref(ref), settings)
     if resolved.kind == "ollama":
         return OllamaBackend(ollama_client(settings, resolved.host), resolved.name)
@@ -37,14 +33,3 @@ def open_backend(ref: str, settings: Settings | None = None, *, n_ctx: int = 0) 
     return LlamaCppBackend(resolved.path, n_ctx=n_ctx or settings.engine.n_ctx,
                            n_threads=settings.engine.n_threads or None,
                            display=str(getattr(resolved, "display", "") or ref))
-
-
-def _fallback(ref: str, settings: Settings, n_ctx: int) -> ChatBackend:
-    if ref.startswith("ollama:"):
-        return OllamaBackend(ollama_client(settings), ref[len("ollama:"):])
-    path = Path(ref).expanduser()
-    if path.suffix.lower() == ".gguf" and path.exists():
-        return LlamaCppBackend(path, n_ctx=n_ctx or settings.engine.n_ctx,
-                               n_threads=settings.engine.n_threads or None, display=ref)
-    raise ModelNotFound(f"no model called {ref!r}",
-                        hint="Use ollama:NAME or the path of a .gguf file.")

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from core.config import Settings
+
 
 class KbRetrieval:
     """Callable: the best ``k`` chunks of one knowledge base for a query. close() when done."""
@@ -31,14 +33,12 @@ class KbRetrieval:
         self.kb.close()
 
 
-def open_retrieval(kb: str, settings: Any = None, *, k: int | None = None,
+def open_retrieval(kb: str, settings: Settings, *, k: int | None = None,
                    threshold: float | None = None) -> KbRetrieval:
     """Open the knowledge base now (clear errors early: not found, embedder mismatch ...).
     ``k`` and ``threshold`` default to the chat settings (documents_k, documents_threshold)."""
-    from core.config import Settings
     from core.rag.knowledge_base import open_kb
 
-    settings = settings or Settings.load()
     chat = settings.chat
     return KbRetrieval(open_kb(kb, settings=settings),
                        k=k if k is not None else int(chat.documents_k),

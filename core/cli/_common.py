@@ -1,4 +1,5 @@
-"""Small helpers every subcommand shares: JSON output, input files, a terminal progress bar."""
+"""Small helpers every subcommand shares: the settings, JSON output, input files, a terminal
+progress bar."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from core.config import Settings
 from core.errors import CorralError
+
+
+def load_settings() -> Settings:
+    """The user's settings, read from the settings file: the one place below ``corral`` that
+    reads it. A subcommand calls this once and passes the settings down; core never reads
+    the file itself, so a broken file is one clear error here (SettingsError)."""
+    return Settings.load()
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:

@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import Any
 
-from core.cli._common import add_json_flag, print_json, read_input
+from core.cli._common import add_json_flag, load_settings, print_json, read_input
 
 HELP = "chat with a model from the terminal"
 
@@ -61,9 +61,8 @@ def run(args: argparse.Namespace) -> int:
     from core.chat.open import open_backend
     from core.chat.session import ChatSession, open_session
     from core.chat.store import HistoryStore
-    from core.config import Settings
 
-    settings = Settings.load()
+    settings = load_settings()
     params = _params(args, settings)
     backend = open_backend(args.model, settings, n_ctx=args.ctx or 0)
     store = HistoryStore(":memory:" if args.no_save else None)
@@ -112,10 +111,8 @@ def run(args: argparse.Namespace) -> int:
 def _guard(settings: Any) -> Any:
     if not settings.safety.enabled or not settings.safety.guard_model:
         return None
-    try:
-        from core.safety.guard import GuardService
-    except ImportError:
-        return None
+    from core.safety.guard import GuardService
+
     return GuardService.from_settings(settings)
 
 

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from core.cli._common import add_json_flag, print_json, read_input, read_json_input
+from core.cli._common import add_json_flag, load_settings, print_json, read_input, read_json_input
 from core.errors import CorralError
 
 HELP = "check a conversation with Llama Guard, render guard prompts, scan code"
@@ -99,7 +99,6 @@ def _scan(args: argparse.Namespace) -> int:
 
 
 def _classify(args: argparse.Namespace) -> int:
-    from core.config import Settings
     from core.prompts.guard import guess_version
     from core.safety.guard import GuardService
 
@@ -108,7 +107,7 @@ def _classify(args: argparse.Namespace) -> int:
                           "corral guard GUARD_REF FILE|-")
     ref, source = args.args
     messages = _messages(read_json_input(source))
-    settings = Settings.load()
+    settings = load_settings()
     version = args.format or guess_version(ref) or settings.safety.guard_version
     service = GuardService(ref, version, policy=settings.safety.policy,
                            fail_closed=settings.safety.fail_closed, settings=settings,

@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from core.cli._common import ProgressBar, add_json_flag, print_json
+from core.cli._common import ProgressBar, add_json_flag, load_settings, print_json
 
 HELP = "index files and folders into a knowledge base"
 
@@ -56,7 +56,6 @@ def prepare_fast(mode: str, spec: str, paths: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.config import Settings
     from core.errors import KnowledgeBaseNotFound
     from core.rag.embedder import shared_embedder
     from core.rag.indexing import IndexJob
@@ -65,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     def notice(text: str) -> None:
         print(f"note: {text}", file=sys.stderr)
 
-    settings = Settings.load()
+    settings = load_settings()
     try:
         kb = open_kb(args.kb, settings=settings)
     except KnowledgeBaseNotFound:
@@ -79,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     if args.rebuild or args.embedder_mode or args.embedder:
         prepare_fast(args.embedder_mode or kb.mode, args.embedder or kb.embedder_spec, args.paths)
         emb = shared_embedder(args.embedder or kb.embedder_spec,
-                              args.embedder_mode or kb.mode, notice=notice)
+                              args.embedder_mode or kb.mode, notice=notice,
+                              ollama=settings.ollama)
         if args.rebuild:
             kb.rebuild(emb)
     job = IndexJob(kb, args.paths, embedder=emb, batch_size=args.batch,

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any
 
-from core.cli._common import add_json_flag, print_json
+from core.cli._common import add_json_flag, load_settings, print_json
 
 HELP = "create, list, inspect and remove knowledge bases"
 
@@ -52,9 +52,10 @@ def run(args: argparse.Namespace) -> int:
     from core.rag.chunker import ChunkParams
     from core.rag.knowledge_base import create_kb, list_kbs, open_kb, remove_kb
 
+    settings = load_settings()
     if args.action == "create":
         kb = create_kb(
-            args.name, embedder=args.embedder, mode=args.embedder_mode,
+            args.name, settings=settings, embedder=args.embedder, mode=args.embedder_mode,
             params=ChunkParams(args.chunk_tokens, args.overlap),
             notice=lambda text: print(f"note: {text}", file=sys.stderr),
         )
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"created knowledge base '{info.name}' ({info.embedder}, {info.mode} mode)")
     elif args.action == "list":
-        infos = list_kbs()
+        infos = list_kbs(settings=settings)
         if args.json:
             print_json([i.to_dict() for i in infos])
         elif not infos:
@@ -76,12 +77,12 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{i.name:<{width}}  {i.chunks:>7} chunks  {i.files:>5} files  "
                       f"{i.embedder} ({i.mode})")
     elif args.action == "info":
-        kb = open_kb(args.name)
+        kb = open_kb(args.name, settings=settings)
         info = kb.info()
         kb.close()
         print_json(info.to_dict()) if args.json else print(_describe(info))
     elif args.action == "rm":
-        remove_kb(args.name)
+        remove_kb(args.name, settings=settings)
         if args.json:
             print_json({"removed": args.name})
         else:

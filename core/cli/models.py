@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Any
 
-from core.cli._common import ProgressBar, add_json_flag, print_json
+from core.cli._common import ProgressBar, add_json_flag, load_settings, print_json
 from core.errors import CorralError
 from core.units import human_size
 
@@ -41,9 +41,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.config import Settings
-
-    settings = Settings.load()
+    settings = load_settings()
     action = {"list": _list, "inspect": _inspect, "pull": _pull, "rm": _rm,
               "import": _import}[args.action]
     return action(args, settings)

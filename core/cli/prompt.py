@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from core.cli._common import print_json, read_json_input
+from core.cli._common import load_settings, print_json, read_json_input
 from core.errors import CorralError
 
 HELP = "print the exact prompt string a format produces"
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from core.chat.open import open_backend
     from core.prompts.base import as_messages
 
-    backend = open_backend(args.model)
+    backend = open_backend(args.model, load_settings())
     msgs = as_messages(messages)
     if isinstance(backend, OllamaBackend) and fmt == "model":
         raise CorralError("Ollama renders its own template for the 'model' format; "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from core.cli._common import add_json_flag, print_json
+from core.cli._common import add_json_flag, load_settings, print_json
 
 HELP = "search a knowledge base"
 
@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from core.rag.knowledge_base import open_kb
     from core.rag.retriever import Retriever
 
-    kb = open_kb(args.kb)
+    kb = open_kb(args.kb, settings=load_settings())
     try:
         hits = Retriever(kb).search(args.query, args.k, threshold=args.threshold,
                                     hybrid=not args.vector_only)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from core.cli._common import add_json_flag, print_json, read_input
+from core.cli._common import add_json_flag, load_settings, print_json, read_input
 
 HELP = "similarity matrix of sentences under an embedder (cosine, euclidean, manhattan)"
 
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     texts = _texts(args.texts)
     if not texts:
         raise CorralError("Give at least one sentence to compare")
-    embedder = make_embedder(args.embedder)
+    embedder = make_embedder(args.embedder, ollama=load_settings().ollama)
     vectors = embedder.embed(texts)
     matrix = similarity_matrix(vectors, args.metric)
     order = display_order(matrix, args.metric, args.order)

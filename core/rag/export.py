@@ -1,12 +1,11 @@
 """One-time export of a sentence-transformers model for OpenVINO (the fast embedder modes).
 
 ``prepare()`` finds the cached export or builds it in a child process
-(``python -m core.rag.export``), so torch and nncf never load into the app itself.
+(``python -m core.rag.export_steps``), so torch and nncf never load into the app itself.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
@@ -18,7 +17,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -63,15 +62,24 @@ def check_supported(folder: Path) -> None:
     They do mean pooling and normalisation in numpy, so the model must be Transformer +
     mean Pooling (+ Normalize) with a ``tokenizer.json``.
     """
-    modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
-    kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules]
+    try:
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+        kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules]
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        raise FeatureUnavailable(f"{folder} is not a sentence-transformers model folder") from exc
     if not set(kinds) <= {"Transformer", "Pooling", "Normalize"} or "Pooling" not in kinds:
         raise FeatureUnavailable(
             f"the fast modes support mean-pooled models only; {folder.name} has "
             f"{', '.join(kinds)}"
         )
     pooling = next(m for m in modules if str(m.get("type", "")).endswith("Pooling"))
-    cfg = json.loads((folder / str(pooling.get("path", "1_Pooling")) / "config.json").read_text())
+    try:
+        cfg = json.loads((folder / str(pooling.get("path", "1_Pooling")) / "config.json")
+                         .read_text(encoding="utf-8"))
+        if not isinstance(cfg, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        raise FeatureUnavailable(f"the pooling settings of {folder.name} cannot be read") from exc
     others = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v and
               k != "pooling_mode_mean_tokens"]
     if not cfg.get("pooling_mode_mean_tokens") or others:
@@ -128,7 +136,10 @@ def is_ready(path: Path) -> bool:
 
 
 def read_info(path: Path) -> dict[str, Any]:
-    info: dict[str, Any] = json.loads((path / "info.json").read_text(encoding="utf-8"))
+    """The export's info.json; OSError or ValueError when it is missing or damaged."""
+    info = json.loads((path / "info.json").read_text(encoding="utf-8"))
+    if not isinstance(info, dict):
+        raise ValueError(f"{path / 'info.json'} is not a JSON object")
     return info
 
 
@@ -190,7 +201,7 @@ def _run_child(args: list[str], progress: Progress | None, timeout_s: float) -> 
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.setdefault("NNCF_CI", "1")  # offline by default: nncf sends no telemetry
     proc = subprocess.Popen(
-        [sys.executable, "-m", "core.rag.export", *args],
+        [sys.executable, "-m", "core.rag.export_steps", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
         encoding="utf-8", errors="replace", start_new_session=True,
     )
@@ -235,86 +246,3 @@ def _drain(stream: IO[str] | None, tail: deque[str]) -> None:
         return
     for line in stream:
         tail.append(line.rstrip())
-
-
-# --- the child side -----------------------------------------------------------------------
-
-
-class _Reporter:
-    def __init__(self, out: IO[str]) -> None:
-        self.out = out
-
-    def __call__(self, fraction: float | None, text: str) -> None:
-        self.send({"fraction": fraction, "text": text})
-
-    def send(self, msg: dict[str, Any]) -> None:
-        self.out.write(json.dumps(msg) + "\n")
-        self.out.flush()
-
-
-@contextlib.contextmanager
-def _new_dir(final: Path, work: Path) -> Iterator[Path]:
-    """A folder in ``work`` (beside ``final``) that becomes ``final`` when the block succeeds."""
-    tmp = Path(tempfile.mkdtemp(prefix=f"{final.name}-", dir=work))
-    try:
-        yield tmp
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if not is_ready(final):  # another process won the race with a complete export
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _info(folder: Path, mode: str, **extra: Any) -> str:
-    import openvino
-
-    return json.dumps({
-        "recipe": RECIPE, "mode": mode, "model": str(folder), "created": time.time(),
-        "openvino": openvino.get_version(), **extra,
-    }, indent=1)
-
-
-def child_main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m core.rag.export")
-    parser.add_argument("--folder", required=True, type=Path)
-    parser.add_argument("--mode", required=True, choices=MODES)
-    parser.add_argument("--out", required=True, type=Path, help="the <model hash> folder")
-    parser.add_argument("--work", required=True, type=Path, help="a folder beside --out's")
-    parser.add_argument("--calibration", type=Path)
-    args = parser.parse_args(argv)
-    # Progress goes to the real stdout; whatever libraries print goes to stderr.
-    report = _Reporter(os.fdopen(os.dup(1), "w", encoding="utf-8"))
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    try:
-        from core.rag.export_steps import export_fp32, quantize_int8
-
-        fast = args.out / "fast"
-        if not is_ready(fast):
-            with _new_dir(fast, args.work) as tmp:
-                inputs = export_fp32(args.folder, tmp, report)
-                atomic_write_text(tmp / "info.json", _info(args.folder, "fast", inputs=inputs))
-        if args.mode == "fastest":
-            texts: list[str] = []
-            if args.calibration:
-                texts = json.loads(args.calibration.read_text(encoding="utf-8"))
-            final = args.out / "fastest"
-            with _new_dir(final, args.work) as tmp:
-                calib = quantize_int8(args.folder, fast, tmp, texts, report)
-                atomic_write_text(tmp / "info.json",
-                                  _info(args.folder, "fastest", calibration=calib,
-                                        inputs=read_info(fast).get("inputs")))
-        report(1.0, "the fast embedder is ready")
-        return 0
-    except ImportError as exc:
-        report.send({"error": f"{exc.name or exc} is not installed"})
-        return 2
-    except Exception as exc:  # reported to the parent as one sentence
-        report.send({"error": f"{type(exc).__name__}: {exc}"})
-        raise
-
-
-if __name__ == "__main__":
-    sys.exit(child_main())

@@ -1,23 +1,33 @@
-"""The heavy steps of the embedder export, run only in the export child process.
+"""The export child process (``python -m core.rag.export_steps``, started by
+``core.rag.export.prepare``) and its heavy steps.
 
 torch -> ONNX (``torch.onnx.export``) -> OpenVINO IR with fp32 weights ('fast'), and that IR
-quantized to int8 with nncf, calibrated on the user's passages ('fastest').
+quantized to int8 with nncf, calibrated on the user's passages ('fastest'). Progress goes to
+the parent as JSON lines on stdout.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import hashlib
 import inspect
 import json
+import os
 import re
-from collections.abc import Callable, Sequence
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
-from core.rag.export import transformer_folder
-from core.rag.fast_embedder import Encoder, model_max_tokens, pool
+from core.config import atomic_write_text
+from core.rag.encoding import Encoder, model_max_tokens, pool
+from core.rag.export import MODES, RECIPE, is_ready, read_info, transformer_folder
 
 Report = Callable[[float | None, str], None]
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -140,3 +150,84 @@ def quantize_int8(folder: Path, fast: Path, out: Path, texts: Sequence[str],
     report(0.96, "saving the int8 model")
     ov.save_model(quantized, str(out / "model.xml"), compress_to_fp16=False)
     return {"id": calib_id, "samples": len(items), "source": source}
+
+
+# --- the child process ------------------------------------------------------------------------
+
+
+class _Reporter:
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+
+    def __call__(self, fraction: float | None, text: str) -> None:
+        self.send({"fraction": fraction, "text": text})
+
+    def send(self, msg: dict[str, Any]) -> None:
+        self.out.write(json.dumps(msg) + "\n")
+        self.out.flush()
+
+
+@contextlib.contextmanager
+def _new_dir(final: Path, work: Path) -> Iterator[Path]:
+    """A folder in ``work`` (beside ``final``) that becomes ``final`` when the block succeeds."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"{final.name}-", dir=work))
+    try:
+        yield tmp
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if not is_ready(final):  # another process won the race with a complete export
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _info(folder: Path, mode: str, **extra: Any) -> str:
+    import openvino
+
+    return json.dumps({
+        "recipe": RECIPE, "mode": mode, "model": str(folder), "created": time.time(),
+        "openvino": openvino.get_version(), **extra,
+    }, indent=1)
+
+
+def child_main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core.rag.export_steps")
+    parser.add_argument("--folder", required=True, type=Path)
+    parser.add_argument("--mode", required=True, choices=MODES)
+    parser.add_argument("--out", required=True, type=Path, help="the <model hash> folder")
+    parser.add_argument("--work", required=True, type=Path, help="a folder beside --out's")
+    parser.add_argument("--calibration", type=Path)
+    args = parser.parse_args(argv)
+    # Progress goes to the real stdout; whatever libraries print goes to stderr.
+    report = _Reporter(os.fdopen(os.dup(1), "w", encoding="utf-8"))
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    try:
+        fast = args.out / "fast"
+        if not is_ready(fast):
+            with _new_dir(fast, args.work) as tmp:
+                inputs = export_fp32(args.folder, tmp, report)
+                atomic_write_text(tmp / "info.json", _info(args.folder, "fast", inputs=inputs))
+        if args.mode == "fastest":
+            texts: list[str] = []
+            if args.calibration:
+                texts = json.loads(args.calibration.read_text(encoding="utf-8"))
+            final = args.out / "fastest"
+            with _new_dir(final, args.work) as tmp:
+                calib = quantize_int8(args.folder, fast, tmp, texts, report)
+                atomic_write_text(tmp / "info.json",
+                                  _info(args.folder, "fastest", calibration=calib,
+                                        inputs=read_info(fast).get("inputs")))
+        report(1.0, "the fast embedder is ready")
+        return 0
+    except ImportError as exc:
+        report.send({"error": f"{exc.name or exc} is not installed"})
+        return 2
+    except Exception as exc:  # reported to the parent as one sentence, the traceback on stderr
+        report.send({"error": f"{type(exc).__name__}: {exc}"})
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(child_main())

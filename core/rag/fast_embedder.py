@@ -7,7 +7,6 @@ done here in numpy, so the vectors match the standard embedder's (see export.py)
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import threading
@@ -19,7 +18,15 @@ from typing import Any
 import numpy as np
 
 from core.errors import CorralError, FeatureUnavailable
-from core.rag.embedder import Notice, _WordPieceTokens, minilm_path, parse_spec
+from core.rag.encoding import (
+    Encoder,
+    Notice,
+    WordPieceTokens,
+    minilm_path,
+    model_max_tokens,
+    parse_spec,
+    pool,
+)
 from core.rag.export import (
     FAST_HINT,
     MODES,
@@ -32,65 +39,10 @@ from core.rag.export import (
     transformer_folder,
     variant_dir,
 )
+from core.rag.loaders import is_supported, load_document, scan
 
 log = logging.getLogger(__name__)
 BATCH_SIZE = 16
-
-
-def model_max_tokens(folder: Path) -> int:
-    """Tokens the model reads (special tokens included), as sentence-transformers sets it."""
-    limit = 256
-    try:
-        cfg = json.loads((folder / "sentence_bert_config.json").read_text(encoding="utf-8"))
-        if isinstance(cfg.get("max_seq_length"), int) and cfg["max_seq_length"] > 0:
-            limit = int(cfg["max_seq_length"])
-    except (OSError, ValueError):
-        pass
-    return limit
-
-
-def pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Mean over the real tokens (attention mask 1), then L2 normalisation; float32 rows."""
-    m = mask.astype(np.float32)
-    summed = np.einsum("bld,bl->bd", hidden.astype(np.float32, copy=False), m)
-    mean = summed / np.maximum(m.sum(axis=1, keepdims=True), 1e-9)
-    norms = np.linalg.norm(mean, axis=1, keepdims=True)
-    norms[norms == 0] = 1.0
-    out: np.ndarray = (mean / norms).astype(np.float32)
-    return out
-
-
-class Encoder:
-    """The model's tokenizer with truncation at the model's limit and padding per batch.
-
-    (MiniLM's tokenizer.json hard-codes truncation and padding at 128; both are replaced.)
-    """
-
-    def __init__(self, tokenizer_json: Path, max_tokens: int, input_names: Sequence[str]) -> None:
-        from tokenizers import Tokenizer
-
-        tok = Tokenizer.from_file(str(tokenizer_json))
-        pad = tok.padding
-        self.pad_id = int(pad["pad_id"]) if pad else int(tok.token_to_id("[PAD]") or 0)
-        tok.no_padding()
-        tok.enable_truncation(max_length=max_tokens)
-        self.tokenizer = tok
-        self.input_names = list(input_names)
-
-    def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        encs = self.tokenizer.encode_batch([t.strip() for t in texts], add_special_tokens=True)
-        return [e.ids for e in encs]
-
-    def batch(self, ids: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
-        length = max(len(x) for x in ids)
-        input_ids = np.full((len(ids), length), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(ids), length), dtype=np.int64)
-        for row, x in enumerate(ids):
-            input_ids[row, : len(x)] = x
-            mask[row, : len(x)] = 1
-        arrays = {"input_ids": input_ids, "attention_mask": mask,
-                  "token_type_ids": np.zeros_like(input_ids)}
-        return {n: arrays[n] for n in self.input_names}
 
 
 def _openvino() -> Any:
@@ -104,12 +56,12 @@ def _openvino() -> Any:
 def cpu_supports_bf16(core: Any) -> bool:
     try:
         caps = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    except Exception:  # an old or odd plugin: assume not
+    except RuntimeError:  # OpenVINO's answer to a property an old or odd plugin lacks
         return False
     return "BF16" in [str(c).upper() for c in caps]
 
 
-class FastEmbedder(_WordPieceTokens):
+class FastEmbedder(WordPieceTokens):
     """A sentence-transformers model exported to OpenVINO ('fast' or 'fastest' mode).
 
     Tokens are counted exactly as by the standard embedder; vectors agree with it to a
@@ -181,7 +133,10 @@ class FastEmbedder(_WordPieceTokens):
                 self._queue.start_async(self._encoder.batch([ids[i] for i in rows]), rows)
             self._queue.wait_all()
             if self._errors:
-                raise CorralError(f"the {self.mode} embedder failed: {self._errors[0]}")
+                first = self._errors[0]
+                if isinstance(first, RuntimeError):  # OpenVINO's own inference errors
+                    raise CorralError(f"the {self.mode} embedder failed: {first}") from first
+                raise first  # a bug: its own type and traceback, not a sentence
             return self._out
 
 
@@ -205,7 +160,7 @@ def make_fast_embedder(folder: Path, mode: str, *, name: str, spec: str,
     if is_ready(target):
         try:
             return FastEmbedder(folder, mode, target, name=name, spec=spec)
-        except (FeatureUnavailable, OSError, ValueError, KeyError) as exc:
+        except (FeatureUnavailable, OSError, ValueError) as exc:
             # a damaged cache (or one OpenVINO no longer reads) is rebuilt once
             log.warning("the cached %s embedder in %s is unusable (%s); exporting again",
                         mode, target, exc)
@@ -253,9 +208,6 @@ def prepare_fast_embedder(mode: str, spec: str = "minilm", *,
 def calibration_sample(paths: Iterable[str | Path], *, max_passages: int = 64,
                        max_files: int = 40, budget_s: float = 10.0) -> list[str]:
     """Passages of ~150 words from the user's documents, for calibrating 'fastest'."""
-    from core.rag.indexing import scan
-    from core.rag.loaders import is_supported, load_document
-
     files, _missing = scan(paths)
     files = [f for f in files if is_supported(f)]
     files = files[:: max(1, len(files) // max_files)][:max_files]

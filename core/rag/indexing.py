@@ -24,12 +24,12 @@ import numpy as np
 
 from core.errors import CorralError, DocumentUnreadable
 from core.rag.chunker import Chunk, Chunker
+from core.rag.document import Limits
 from core.rag.embedder import Embedder
 from core.rag.knowledge_base import FileRecord, KnowledgeBase
-from core.rag.loaders import Limits, decode_bytes, kind_of, load_document
+from core.rag.loaders import decode_bytes, kind_of, load_document, scan
 
 FIRST_BATCH = 32
-SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", "venv", ".tox"}
 
 
 @dataclass
@@ -63,32 +63,6 @@ def file_hash(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def scan(paths: Iterable[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Files under ``paths`` (folders recursively, hidden ones skipped), and missing paths."""
-    files: list[Path] = []
-    missing: list[tuple[str, str]] = []
-    seen: set[Path] = set()
-    for raw in paths:
-        p = Path(raw).expanduser().absolute()
-        if p.is_file():
-            if p not in seen:
-                seen.add(p)
-                files.append(p)
-        elif p.is_dir():
-            for dirpath, dirnames, filenames in os.walk(p):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in SKIP_DIRS)
-                for name in sorted(filenames):
-                    if name.startswith("."):
-                        continue
-                    f = Path(dirpath) / name
-                    if f not in seen and f.is_file():
-                        seen.add(f)
-                        files.append(f)
-        else:
-            missing.append((str(p), "no such file or folder"))
-    return files, missing
 
 
 def _under(source: str, roots: list[str]) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import sqlite3
 import threading
 import time
@@ -19,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.config import Settings, data_dir
+from core.config import OllamaSettings, Settings, data_dir
 from core.errors import CorralError, EmbedderMismatch, KnowledgeBaseNotFound
 from core.rag.chunker import ChunkParams
 from core.rag.embedder import Embedder, Notice, shared_embedder
@@ -170,9 +171,12 @@ class KnowledgeBaseInfo:
 class KnowledgeBase:
     """One knowledge base. Get it with ``create_kb``/``open_kb``; close() when done."""
 
-    def __init__(self, name: str, store: Store, metadata: dict[str, Any]) -> None:
+    def __init__(self, name: str, store: Store, metadata: dict[str, Any], *,
+                 ollama: OllamaSettings | None = None) -> None:
+        """``ollama``: where an ``ollama:NAME`` embedder finds the server (the settings)."""
         self.name = name
         self.store = store
+        self.ollama = ollama
         self.collection = collection_name(name)
         self.metadata = metadata
         folder = data_dir() / "knowledge" / self.collection
@@ -214,7 +218,7 @@ class KnowledgeBase:
 
     def embedder(self, notice: Notice | None = None) -> Embedder:
         """The embedder this knowledge base was built with (loaded once per process)."""
-        emb = shared_embedder(self.embedder_spec, self.mode, notice=notice)
+        emb = shared_embedder(self.embedder_spec, self.mode, notice=notice, ollama=self.ollama)
         self.check_embedder(emb)
         return emb
 
@@ -244,7 +248,7 @@ class KnowledgeBase:
 
     def rebuild(self, emb: Embedder | None = None, params: ChunkParams | None = None) -> None:
         """Drop every vector and record; the next index run starts over (new embedder ok)."""
-        emb = emb or shared_embedder(self.embedder_spec, self.mode)
+        emb = emb or shared_embedder(self.embedder_spec, self.mode, ollama=self.ollama)
         params = params or self.params
         self.store.delete_collection(self.collection)
         self.metadata = _metadata(self.name, emb, params)
@@ -309,47 +313,50 @@ def _metadata(name: str, emb: Embedder, params: ChunkParams) -> dict[str, Any]:
     }
 
 
-def _store(store: Store | None, settings: Settings | None) -> Store:
+def _store(store: Store | None, settings: Settings) -> Store:
     return store if store is not None else open_store(settings)
 
 
-def create_kb(name: str, *, embedder: str = "", mode: str = "", params: ChunkParams | None = None,
-              store: Store | None = None, settings: Settings | None = None,
+def create_kb(name: str, *, settings: Settings, embedder: str = "", mode: str = "",
+              params: ChunkParams | None = None, store: Store | None = None,
               notice: Notice | None = None, exist_ok: bool = False) -> KnowledgeBase:
-    """Create a knowledge base (its embedder defaults to the settings' embedder and mode)."""
+    """Create a knowledge base (its embedder defaults to the settings' embedder and mode).
+
+    ``settings`` name the store (unless ``store`` is given), the default embedder and the
+    Ollama server an ``ollama:NAME`` embedder uses.
+    """
     name = check_name(name)
-    settings = settings or Settings.load()
     st = _store(store, settings)
     col = collection_name(name)
     existing = dict(st.list_collections())
     if col in existing:
         if exist_ok:
-            return KnowledgeBase(name, st, existing[col])
+            return KnowledgeBase(name, st, existing[col], ollama=settings.ollama)
         raise CorralError(f"a knowledge base called '{name}' already exists")
     emb = shared_embedder(embedder or settings.embedder.default, mode or settings.embedder.mode,
-                          notice=notice)
+                          notice=notice, ollama=settings.ollama)
     meta = _metadata(name, emb, (params or ChunkParams()).validate())
     st.create_collection(col, meta)
-    return KnowledgeBase(name, st, meta)
+    return KnowledgeBase(name, st, meta, ollama=settings.ollama)
 
 
-def open_kb(name: str, *, store: Store | None = None, settings: Settings | None = None) -> KnowledgeBase:
+def open_kb(name: str, *, settings: Settings, store: Store | None = None) -> KnowledgeBase:
     st = _store(store, settings)
     col = collection_name(name)
     for cname, meta in st.list_collections():
         if cname == col and meta.get(KB_MARK) == name:
-            return KnowledgeBase(name, st, meta)
+            return KnowledgeBase(name, st, meta, ollama=settings.ollama)
     raise KnowledgeBaseNotFound(
         f"no knowledge base called '{name}'", hint="Create it with: corral kb create NAME."
     )
 
 
-def list_kbs(*, store: Store | None = None, settings: Settings | None = None) -> list[KnowledgeBaseInfo]:
+def list_kbs(*, settings: Settings, store: Store | None = None) -> list[KnowledgeBaseInfo]:
     st = _store(store, settings)
     out = []
     for cname, meta in st.list_collections():
         if KB_MARK in meta and collection_name(str(meta[KB_MARK])) == cname:
-            kb = KnowledgeBase(str(meta[KB_MARK]), st, meta)
+            kb = KnowledgeBase(str(meta[KB_MARK]), st, meta, ollama=settings.ollama)
             try:
                 out.append(kb.info())
             finally:
@@ -357,10 +364,8 @@ def list_kbs(*, store: Store | None = None, settings: Settings | None = None) ->
     return sorted(out, key=lambda i: i.name.lower())
 
 
-def remove_kb(name: str, *, store: Store | None = None, settings: Settings | None = None) -> None:
-    kb = open_kb(name, store=store, settings=settings)
+def remove_kb(name: str, *, settings: Settings, store: Store | None = None) -> None:
+    kb = open_kb(name, settings=settings, store=store)
     kb.close()
     kb.store.delete_collection(kb.collection)
-    import shutil
-
     shutil.rmtree(data_dir() / "knowledge" / kb.collection, ignore_errors=True)

@@ -10,14 +10,22 @@ from __future__ import annotations
 import csv
 import html.parser
 import io
+import os
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
 
 from core.errors import DocumentUnreadable
+from core.rag.document import MB as MB
+from core.rag.document import Limits as Limits
+from core.rag.document import LoadedDocument as LoadedDocument
+from core.rag.document import TextUnit as TextUnit
+from core.rag.document import size_text as size_text
+from core.rag.parse_child import parse_in_child
 
-MB = 1024 * 1024
+#: Folders never walked into when a folder is indexed.
+SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", "venv", ".tox"}
 
 TEXT_EXTENSIONS = {".txt", ".text", ".log", ".md", ".markdown", ".mdown", ".rst", ".rest", ""}
 MARKDOWN_EXTENSIONS = {".md", ".markdown", ".mdown"}
@@ -41,38 +49,6 @@ BINARY_MAGIC = (
     b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"7z\xbc\xaf", b"Rar!", b"GGUF", b"SQLite format 3",
     b"\xca\xfe\xba\xbe", b"\xcf\xfa\xed\xfe", b"ID3", b"OggS", b"RIFF", b"\x00\x00\x01\x00",
 )
-
-
-@dataclass
-class Limits:
-    """Per-file budgets: bytes read, seconds of parsing, characters kept, child memory."""
-
-    max_text_bytes: int = 64 * MB
-    max_binary_bytes: int = 256 * MB  # PDF / DOCX file size
-    max_seconds: float = 60.0
-    max_chars: int = 20_000_000
-    max_memory_bytes: int = 2048 * MB
-    max_unpacked_bytes: int = 200 * MB  # DOCX: declared uncompressed size
-    max_ratio: float = 200.0  # DOCX: declared size / compressed size
-
-
-@dataclass
-class TextUnit:
-    """A piece of a document that keeps its place: the page (1-based) for PDFs, else None."""
-
-    text: str
-    page: int | None = None
-
-
-@dataclass
-class LoadedDocument:
-    path: Path
-    kind: str  # text, markdown, rst, code, html, csv, pdf, docx
-    units: list[TextUnit] = field(default_factory=list)
-
-    @property
-    def chars(self) -> int:
-        return sum(len(u.text) for u in self.units)
 
 
 def kind_of(path: Path) -> str | None:
@@ -99,6 +75,32 @@ def kind_of(path: Path) -> str | None:
 
 def is_supported(path: Path) -> bool:
     return kind_of(path) is not None
+
+
+def scan(paths: Iterable[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files under ``paths`` (folders recursively, hidden ones skipped), and missing paths."""
+    files: list[Path] = []
+    missing: list[tuple[str, str]] = []
+    seen: set[Path] = set()
+    for raw in paths:
+        p = Path(raw).expanduser().absolute()
+        if p.is_file():
+            if p not in seen:
+                seen.add(p)
+                files.append(p)
+        elif p.is_dir():
+            for dirpath, dirnames, filenames in os.walk(p):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in SKIP_DIRS)
+                for name in sorted(filenames):
+                    if name.startswith("."):
+                        continue
+                    f = Path(dirpath) / name
+                    if f not in seen and f.is_file():
+                        seen.add(f)
+                        files.append(f)
+        else:
+            missing.append((str(p), "no such file or folder"))
+    return files, missing
 
 
 # --- cleaning -------------------------------------------------------------------------
@@ -188,16 +190,6 @@ def read_text_file(path: Path, limits: Limits) -> str:
     with path.open("rb") as fh:
         data = fh.read(limits.max_text_bytes + 1)
     return decode_bytes(data, str(path))
-
-
-def size_text(n: int) -> str:
-    if n >= 1024 * MB:
-        return f"{n / (1024 * MB):.1f} GB"
-    if n >= MB:
-        return f"{n / MB:.0f} MB"
-    if n >= 1024:
-        return f"{n / 1024:.0f} KB"
-    return f"{n} bytes"
 
 
 # --- HTML ---------------------------------------------------------------------------------
@@ -309,8 +301,6 @@ def load_document(path: Path, limits: Limits | None = None) -> LoadedDocument:
         if not path.is_file():
             raise DocumentUnreadable(str(path), "not a file")
         if kind in ("pdf", "docx"):
-            from core.rag.parse_child import parse_in_child
-
             units = parse_in_child(path, kind, limits)
         else:
             raw = read_text_file(path, limits)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from core.errors import DocumentUnreadable
-from core.rag.loaders import MB, Limits, TextUnit, size_text
+from core.rag.document import MB, Limits, TextUnit, size_text
 
 
 class _Unreadable(Exception):

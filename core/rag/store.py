@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from core.config import Settings, data_dir
-from core.errors import BackendUnavailable, CorralError, StoreError, StoreLocked
+from core.errors import BackendUnavailable, CorralError, FeatureUnavailable, StoreError, StoreLocked
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -69,6 +69,18 @@ class _StoreLock:
                 self._fh.close()  # closing the descriptor drops the flock
             finally:
                 self._fh = None
+
+
+def _chroma_errors() -> tuple[type[Exception], ...]:
+    """What Chroma raises for a store that is away or lacks what was asked (not for bugs)."""
+    from chromadb.errors import ChromaError
+
+    errors: tuple[type[Exception], ...] = (ChromaError, ValueError, OSError)
+    try:
+        import httpx
+    except ImportError:  # the embedded client only
+        return errors
+    return (*errors, httpx.HTTPError)
 
 
 class Store:
@@ -157,7 +169,8 @@ class Store:
             import chromadb
             from chromadb.config import Settings as ChromaSettings
         except ImportError as exc:
-            raise CorralError("chromadb is not installed", hint="Install Corral's dependencies.") from exc
+            raise FeatureUnavailable("chromadb is not installed",
+                                     hint="Install Corral's dependencies.") from exc
         chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
         if self.mode == "embedded":
             self.path.mkdir(parents=True, exist_ok=True)
@@ -168,7 +181,7 @@ class Store:
                     host=self.host, port=self.port, settings=chroma_settings
                 )
                 self._client.heartbeat()
-            except Exception as exc:
+            except _chroma_errors() as exc:  # "Could not connect ..." is a ValueError
                 raise BackendUnavailable(
                     f"the Chroma server at {self.where} does not answer ({type(exc).__name__})"
                 ) from exc
@@ -185,7 +198,7 @@ class Store:
         if col is None:
             try:
                 col = self.client.get_collection(name=name, embedding_function=None)
-            except Exception as exc:
+            except _chroma_errors() as exc:  # NotFoundError (older Chroma: ValueError)
                 self._handles.pop(name, None)
                 raise StoreError(f"no collection {name!r} in the store at {self.where}") from exc
             self._handles[name] = col
@@ -197,7 +210,7 @@ class Store:
             return op(self._collection(name))
         except StoreError:
             raise
-        except Exception as exc:
+        except _chroma_errors() as exc:
             text = str(exc).lower()
             if "does not exist" not in text and "not found" not in text:
                 raise
@@ -209,7 +222,7 @@ class Store:
         if self._max_batch is None:
             try:
                 self._max_batch = int(self.call(lambda: self.client.get_max_batch_size()))
-            except Exception:
+            except _chroma_errors():  # a server too old to say: Chroma's own default
                 self._max_batch = 5000
         return self._max_batch
 
@@ -245,7 +258,7 @@ class Store:
             self._handles.pop(name, None)
             try:
                 self.client.delete_collection(name=name)
-            except Exception as exc:
+            except _chroma_errors() as exc:
                 if "does not exist" not in str(exc).lower():
                     raise
 
@@ -337,9 +350,8 @@ _stores: dict[str, Store] = {}
 _stores_lock = threading.Lock()
 
 
-def open_store(settings: Settings | None = None) -> Store:
+def open_store(settings: Settings) -> Store:
     """The process-wide store named by the settings (embedded under CORRAL_HOME, or a server)."""
-    settings = settings or Settings.load()
     cfg = settings.store
     if cfg.mode == "server":
         store = Store(mode="server", host=cfg.host, port=cfg.port)

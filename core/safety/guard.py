@@ -255,7 +255,7 @@ class GuardService:
         *,
         policy: Mapping[str, str] | None = None,
         fail_closed: bool = True,
-        settings: Settings | None = None,
+        settings: Settings,
         backend: GuardBackend | None = None,
         audit: AuditLog | bool = True,
         ollama_mode: str = "raw",
@@ -292,10 +292,9 @@ class GuardService:
     def backend(self) -> GuardBackend:
         """The runner, made on first use (resolving the model reference, starting nothing)."""
         if self._backend is None:
-            from core.config import Settings
             from core.models.refs import resolve
 
-            settings = self._settings or Settings.load()
+            settings = self._settings
             resolved = resolve(self.guard_model, settings)
             if resolved.kind == "ollama":
                 from core.models.ollama_client import OllamaClient

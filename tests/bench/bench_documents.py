@@ -44,6 +44,7 @@ def write_chunky_corpus(folder: Path, n_chunks: int, per_file: int = 10, seed: i
 
 
 def bench_throughput(n_chunks: int) -> None:
+    from core.config import Settings
     from core.rag.embedder import shared_embedder
     from core.rag.indexing import IndexJob
     from core.rag.knowledge_base import create_kb
@@ -56,7 +57,7 @@ def bench_throughput(n_chunks: int) -> None:
         emb = shared_embedder("minilm")
         emb.embed(["warm up"] * 8)
         store = Store(mode="embedded", path=Path(tmp) / "chroma").open()
-        kb = create_kb("bench", store=store)
+        kb = create_kb("bench", store=store, settings=Settings())
         t0 = time.perf_counter()
         events = list(IndexJob(kb, [corpus], embedder=emb))
         corral_s = time.perf_counter() - t0
@@ -94,6 +95,7 @@ def bench_search(n_chunks: int, queries: int = 60, home: str = "") -> None:
     fresh process, as `corral search` runs."""
     import numpy as np
 
+    from core.config import Settings
     from core.rag.embedder import shared_embedder
     from core.rag.knowledge_base import create_kb, open_kb
     from core.rag.store import Store
@@ -107,10 +109,10 @@ def bench_search(n_chunks: int, queries: int = 60, home: str = "") -> None:
     emb = shared_embedder("minilm")
     store = Store(mode="embedded", path=Path(home) / "chroma").open()
     try:
-        kb = open_kb("big", store=store)
+        kb = open_kb("big", store=store, settings=Settings())
         print(f"search:     reusing the {store.count(kb.collection)}-chunk knowledge base in {home}")
     except Exception:
-        kb = create_kb("big", store=store)
+        kb = create_kb("big", store=store, settings=Settings())
         batch = min(store.max_batch(), 5000)
         t0 = time.perf_counter()
         for start in range(0, n_chunks, batch):
@@ -136,6 +138,7 @@ def bench_search(n_chunks: int, queries: int = 60, home: str = "") -> None:
 
 def search_child(home: str, queries: int) -> None:
     os.environ["CORRAL_HOME"] = home
+    from core.config import Settings
     from core.rag.embedder import shared_embedder
     from core.rag.knowledge_base import open_kb
     from core.rag.retriever import Retriever
@@ -145,7 +148,7 @@ def search_child(home: str, queries: int) -> None:
     vocab, weights = zipf_vocabulary()
     emb = shared_embedder("minilm")
     store = Store(mode="embedded", path=Path(home) / "chroma").open()
-    kb = open_kb("big", store=store)
+    kb = open_kb("big", store=store, settings=Settings())
     retriever = Retriever(kb, emb)
     col = store.call(lambda: store.client.get_collection(kb.collection, embedding_function=None))
     model = emb.model  # type: ignore[attr-defined]
@@ -186,12 +189,13 @@ from tests.bench.bench_documents import write_chunky_corpus
 from core.rag.embedder import shared_embedder
 from core.rag.indexing import IndexJob
 from core.rag.knowledge_base import create_kb
+from core.config import Settings
 from core.rag.store import Store
 tmp = tempfile.mkdtemp(); os.environ["CORRAL_HOME"] = tmp
 write_chunky_corpus(Path(tmp) / "c", {n})
 emb = shared_embedder("minilm"); emb.embed(["warm up"] * 64)
 store = Store(mode="embedded", path=Path(tmp) / "chroma").open()
-kb = create_kb("m", store=store)
+kb = create_kb("m", store=store, settings=Settings())
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 list(IndexJob(kb, [Path(tmp) / "c"], embedder=emb))
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -104,9 +104,10 @@ def test_cuts_agree_across_whitespace_conventions() -> None:
 @pytest.fixture(scope="module")
 def tiny_vocab(tiny_gguf):
     from core.analysis.token_sources import model_tokenizer
+    from core.config import Settings
     from core.models.engine import close_all
 
-    tok = model_tokenizer(str(tiny_gguf))
+    tok = model_tokenizer(str(tiny_gguf), Settings())
     yield tok
     close_all()
 

@@ -139,8 +139,9 @@ def test_input_checks(backend) -> None:
     assert session.store.conversations() == []  # nothing stored for refused input
     with pytest.raises(ModelNotFound):
         from core.chat.open import open_backend
+        from core.config import Settings
 
-        open_backend("no-such-model-anywhere")
+        open_backend("no-such-model-anywhere", Settings())
 
 
 def test_overflow_can_drop_the_oldest_turns(backend) -> None:

@@ -58,7 +58,7 @@ def test_redrop_reindexes_only_changes_and_removes_deleted(embedded, tmp_path, m
     docs = tmp_path / "docs"
     files = write_corpus(docs, n_files=3, words=150)
     (docs / "empty.txt").write_bytes(b"")
-    kb = create_kb("notes", store=embedded)
+    kb = create_kb("notes", settings=Settings(), store=embedded)
     emb = CountingEmbedder(minilm_embedder)
     first = list(IndexJob(kb, [docs], embedder=emb))
     assert statuses(first)["empty.txt"] == "skipped"
@@ -89,7 +89,7 @@ def test_redrop_reindexes_only_changes_and_removes_deleted(embedded, tmp_path, m
 def test_cancel_then_resume_skips_finished_files(embedded, tmp_path, minilm_embedder) -> None:
     docs = tmp_path / "docs"
     write_corpus(docs, n_files=4, words=120)
-    kb = create_kb("resume", store=embedded)
+    kb = create_kb("resume", settings=Settings(), store=embedded)
     emb = CountingEmbedder(minilm_embedder)
     job = IndexJob(kb, [docs], embedder=emb, batch_size=2)
     done_before = []
@@ -105,7 +105,7 @@ def test_cancel_then_resume_skips_finished_files(embedded, tmp_path, minilm_embe
     rest = statuses(IndexJob(kb, [docs], embedder=emb))
     assert {Path(p).name for p in done_before} <= {n for n, s in rest.items() if s == "unchanged"}
     assert list(rest.values()).count("indexed") == 4 - len(done_before)
-    clean = create_kb("clean", store=embedded)
+    clean = create_kb("clean", settings=Settings(), store=embedded)
     index_paths(clean, [docs])
     assert sorted(all_ids(kb)) == sorted(all_ids(clean))
     kb.close()
@@ -137,9 +137,9 @@ def test_kill_9_at_random_points_then_rerun_matches_a_clean_run(tmp_path, corral
         proc.wait()
         proc.stdout.close()
     st = open_store(settings)
-    kb = open_kb("crash", store=st)
+    kb = open_kb("crash", settings=Settings(), store=st)
     index_paths(kb, [docs])
-    clean = create_kb("clean", store=st)
+    clean = create_kb("clean", settings=Settings(), store=st)
     index_paths(clean, [docs])
     ids, clean_ids = all_ids(kb), all_ids(clean)
     assert len(ids) == len(set(ids)) == st.count(kb.collection)

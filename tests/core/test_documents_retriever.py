@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from core.config import Settings
 from core.rag.indexing import index_paths
 from core.rag.knowledge_base import create_kb
 from core.rag.retriever import Hit, Retriever, format_context
@@ -27,7 +28,7 @@ def kb(tmp_path: Path, minilm_embedder):
     (docs / "copy-a.txt").write_text("The lighthouse keeper logs the weather every hour.", encoding="utf-8")
     (docs / "copy-b.txt").write_text("The lighthouse keeper logs the weather every hour.", encoding="utf-8")
     st = Store(mode="embedded", path=tmp_path / "chroma").open()
-    kb = create_kb("r", store=st)
+    kb = create_kb("r", settings=Settings(), store=st)
     index_paths(kb, [docs])
     yield kb
     kb.close()

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.config import Settings
 from core.errors import EmbedderMismatch, StoreLocked
 from core.rag.embedder import SentenceTransformerEmbedder
 from core.rag.indexing import IndexJob, index_paths
@@ -27,7 +28,7 @@ def test_index_and_search_finds_the_page(store: Store, kb_name: str, tmp_path: P
     write_corpus(docs, n_files=2, words=120)
     make_pdf(docs / "manual.pdf", ["Introduction to the copper engine.",
                                    "The violin is tuned with four silver pegs before each concert."])
-    kb = create_kb(kb_name, store=store)
+    kb = create_kb(kb_name, settings=Settings(), store=store)
     results = index_paths(kb, [docs])
     assert {Path(r.path).name: r.status for r in results} == {
         "note-000.txt": "indexed", "note-001.txt": "indexed", "manual.pdf": "indexed"}
@@ -39,15 +40,15 @@ def test_index_and_search_finds_the_page(store: Store, kb_name: str, tmp_path: P
     assert 0.3 < hits[0].score <= 1.0 and hits[0].chunk_index == 1
     assert [h.to_dict()["page"] for h in hits[:1]] == [2]
 
-    infos = {i.name: i for i in list_kbs(store=store)}
+    infos = {i.name: i for i in list_kbs(settings=Settings(), store=store)}
     assert infos[kb_name].chunks == total and infos[kb_name].files == 3
     kb.close()
-    remove_kb(kb_name, store=store)
-    assert kb_name not in {i.name for i in list_kbs(store=store)}
+    remove_kb(kb_name, settings=Settings(), store=store)
+    assert kb_name not in {i.name for i in list_kbs(settings=Settings(), store=store)}
 
 
 def test_another_embedder_is_refused(store: Store, kb_name: str, minilm_embedder) -> None:
-    kb = create_kb(kb_name, store=store)
+    kb = create_kb(kb_name, settings=Settings(), store=store)
 
     class OtherMiniLM(SentenceTransformerEmbedder):
         mode = "fast"
@@ -57,7 +58,7 @@ def test_another_embedder_is_refused(store: Store, kb_name: str, minilm_embedder
         list(IndexJob(kb, [], embedder=other))
     assert "re-index" in info.value.sentence().lower()
     kb.rebuild(other)  # what the user is offered: start over with the new embedder
-    assert open_kb(kb_name, store=store).mode == "fast"
+    assert open_kb(kb_name, settings=Settings(), store=store).mode == "fast"
     kb.close()
 
 
@@ -65,7 +66,7 @@ def test_upserts_respect_the_store_batch_size(store: Store, kb_name: str, tmp_pa
                                               minilm_embedder) -> None:
     write_corpus(tmp_path / "d", n_files=2, words=300)
     store._max_batch = 2  # as if the server accepted only 2 records per call
-    kb = create_kb(kb_name, store=store)
+    kb = create_kb(kb_name, settings=Settings(), store=store)
     events = list(IndexJob(kb, [tmp_path / "d"]))
     n = sum(e.file_chunks for e in events if e.kind == "file")
     assert n > 4 and store.count(kb.collection) == n
@@ -95,7 +96,7 @@ def test_a_second_process_is_told_the_store_is_locked(tmp_path: Path) -> None:
 def test_a_plain_chromadb_client_finds_the_vectors(tmp_path: Path, kb_name: str, minilm_embedder) -> None:
     write_corpus(tmp_path / "d", n_files=1, words=100)
     st = Store(mode="embedded", path=tmp_path / "chroma").open()
-    kb = create_kb(kb_name, store=st)
+    kb = create_kb(kb_name, settings=Settings(), store=st)
     index_paths(kb, [tmp_path / "d"])
     expected = st.count(kb.collection)
     probe = minilm_embedder.embed([prose(0, 100)])[0]

@@ -18,8 +18,8 @@ from core.models.catalog import collect, inspect_model
 from core.models.engine import EngineClient
 from core.models.ollama_store import OllamaStore, StoreName, find_store
 from core.models.refs import parse_ref, resolve
-from tools.tiny_gguf import make_tiny_gguf
 from tests.fixtures.ollama import FakeOllama, add_store_model
+from tools.tiny_gguf import make_tiny_gguf
 
 
 def settings_for(store: Path | None = None, host: str = "http://127.0.0.1:9") -> Settings:

@@ -133,7 +133,7 @@ def test_retrieval_only_shows_the_hits_without_calling_the_model(
     # a knowledge base made elsewhere (Documents page) appears in the picker; choice kept
     from core.rag.knowledge_base import create_kb
 
-    create_kb("Atlas").close()
+    create_kb("Atlas", settings=ctx.settings).close()
     with qtbot.waitSignal(page.kbs.listed, timeout=WAIT):
         ctx.bus.knowledge_bases_changed.emit()
     assert [page.kb_box.itemText(i) for i in range(page.kb_box.count())] == ["Atlas", "Handbook"]

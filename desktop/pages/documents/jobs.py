@@ -178,7 +178,7 @@ def index_job(job: Job, settings: Settings, name: str, paths: list[str] | None,
                 summary["notes"].append(f"{problem} {STANDARD_NOTE}")
                 mode = "standard"
             job.progress(None, "Loading the embedding model…")
-            emb = shared_embedder(spec, mode,
+            emb = shared_embedder(spec, mode, ollama=settings.ollama,
                                   notice=lambda t: summary["notes"].append(_sentence(t)))
             job.check()
             job.progress(None, "Dropping the old vectors…")
