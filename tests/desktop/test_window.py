@@ -125,7 +125,7 @@ def test_a_broken_settings_file_gives_defaults_everywhere_and_one_message(qtbot,
     for title, *_ in PAGES:
         window.show_page(title)
         assert not isinstance(window.page(title), PlaceholderPage), title
-    qtbot.waitUntil(lambda: errors and not ctx.jobs.running, timeout=60000)
+    qtbot.waitUntil(lambda: bool(errors) and not ctx.jobs.running, timeout=60000)
     assert len(errors) == 1, errors
     assert "settings" in errors[0].lower() and str(path) in errors[0]
     window.status.shutdown()
