@@ -1,10 +1,9 @@
-"""The foundation: fast and tidy `corral` command, import hygiene, settings, logging."""
+"""The foundation: the `corral` command's help, settings, logging (its subprocess tests are in
+tests/integration/test_launcher.py)."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,32 +12,6 @@ from core.cli import SUBCOMMANDS, main
 from core.config import Settings, atomic_write_text, data_dir, settings_path
 from core.errors import SettingsError
 from core.models.ollama_host import resolve_host
-
-HEAVY = ("PySide6", "torch", "chromadb", "llama_cpp", "sentence_transformers")
-
-
-def _run(*code_or_args: str, module: bool = False) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "desktop.launcher", *code_or_args] if module else [sys.executable, "-c", *code_or_args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=os.environ.copy())
-
-
-def test_import_core_pulls_in_nothing_heavy() -> None:
-    code = f"import sys, core, core.cli, core.config, core.errors; print([m for m in {HEAVY!r} if m in sys.modules])"
-    out = _run(code)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
-
-
-@pytest.mark.parametrize("flag", ["--help", "--version"])
-def test_help_and_version_import_nothing_heavy(flag: str) -> None:
-    code = (
-        "import sys\nfrom core.cli import main\n"
-        f"try:\n    main([{flag!r}])\nexcept SystemExit:\n    pass\n"
-        f"print('LOADED', [m for m in {HEAVY!r} if m in sys.modules])"
-    )
-    out = _run(code)
-    assert out.returncode == 0, out.stderr
-    assert "LOADED []" in out.stdout
 
 
 def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
@@ -54,15 +27,6 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["--version"])
     assert capsys.readouterr().out.startswith("corral 0.")
-
-
-def test_errors_are_one_line_without_traceback() -> None:
-    out = _run("models", "inspect", "/no/such/model.gguf", module=True)
-    assert out.returncode != 0
-    lines = [line for line in out.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, out.stderr
-    assert "Traceback" not in out.stderr
-    assert lines[0].startswith("corral: ")
 
 
 def test_settings_roundtrip_and_atomic_save(corral_home: Path) -> None:
