@@ -11,9 +11,11 @@ a queued signal, where the runner calls exactly one of the page's callbacks:
   an error. ``partial`` is what the job returned, or what it raised ``Cancelled(partial=...)``
   with, or None;
 
-then ``on_done()``. Each group has a generation counter: starting a job cancels the group's
+then ``on_done()``. A job cancelled after its function ended, while the outcome was on its
+way, is cancelled too. Each group has a generation counter: starting a job cancels the group's
 older ones, and a superseded job's callbacks (partials and progress included) never run, so
-old input is never painted. In the spirit of Anki's ``QueryOp``.
+old input is never painted; ``drop(group)`` does the same without a new job. In the spirit of
+Anki's ``QueryOp``.
 """
 
 from __future__ import annotations
@@ -209,6 +211,9 @@ class JobRunner(QObject):
 
     def _ended(self, worker: Worker[Any], kind: str, value: Any) -> None:
         counted = self._running.pop(worker, False)
+        if worker.job.cancelled and kind != CANCELLED:
+            # cancelled after the function ended, while its outcome was on its way here
+            kind, value = CANCELLED, value if kind == RESULT else None
         try:
             if self.is_current(worker):
                 self._dispatch(worker.callbacks, kind, value)
@@ -261,6 +266,12 @@ class JobRunner(QObject):
         for worker in list(self._running):
             if worker.group == group:
                 worker.cancel()
+
+    def drop(self, group: str) -> None:
+        """Cancel the jobs of ``group`` as if a newer job had superseded them: none of their
+        callbacks run (for when what they would paint no longer applies)."""
+        self._generations[group] = self._generations.get(group, 0) + 1
+        self.cancel(group)
 
     def cancel_all(self) -> None:
         for worker in list(self._running):

@@ -186,3 +186,29 @@ def test_held_jobs_start_after_release(qtbot, ctx, cancel_before_release: bool) 
         assert ran == [] and log.calls == [("cancelled", None), ("done", None)]
     else:
         assert ran == ["ran"] and log.names() == ["result", "done"]
+
+
+def test_a_cancel_while_the_result_is_on_its_way_is_a_cancel(qtbot, ctx) -> None:
+    log = Log()
+    worker = ctx.jobs.run(lambda job: "found for the old input", **log.callbacks())
+    assert worker.wait(5)  # the function ended; its outcome waits in the event queue
+    worker.cancel()
+    qtbot.waitUntil(lambda: worker.is_done, timeout=WAIT)
+    assert log.calls == [("cancelled", "found for the old input"), ("done", None)]
+
+
+def test_drop_silences_a_group_without_a_new_job(qtbot, ctx) -> None:
+    gate = threading.Event()
+    log, other = Log(), Log()
+    worker = ctx.jobs.run(gated(gate, "stale"), group="detail", **log.callbacks())
+    kept = ctx.jobs.run(gated(gate, "kept"), group="elsewhere", **other.callbacks())
+    ctx.jobs.drop("detail")
+    assert worker.job.cancelled and not kept.job.cancelled
+    gate.set()
+    qtbot.waitUntil(lambda: worker.is_done and kept.is_done, timeout=WAIT)
+    assert log.calls == []
+    assert ("result", "kept") in other.calls
+    # the group works as before for the next job
+    fresh = ctx.jobs.run(gated(gate, "fresh"), group="detail", **log.callbacks())
+    qtbot.waitUntil(lambda: fresh.is_done, timeout=WAIT)
+    assert ("result", "fresh") in log.calls
