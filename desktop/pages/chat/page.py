@@ -259,7 +259,7 @@ class ChatPage(QWidget):
         self.meter.set_answer(0)  # the new answer has no tokens yet
         self.send_button.setEnabled(False)
         self.stop_button.setEnabled(True)
-        self.ctx.jobs.cancel("chat-inspect")  # a count of the draft is stale once it is sent
+        self.ctx.jobs.drop("chat-inspect")  # a count of the draft is stale once it is sent
         self.turn = self.ctx.jobs.run(
             turn_job, session, action, drop, guard, self.ctx.settings, group="chat-turn",
             interrupt=session.cancel, on_partial=self._on_partial,

@@ -154,7 +154,7 @@ class DocumentsPage(DocumentsLayout):
         self.health_row.setVisible(bool(reason))
         if self._search_kb != name:
             self._search_kb = name
-            self.ctx.jobs.cancel(self.search_group)  # its answer is for the other one
+            self.ctx.jobs.drop(self.search_group)  # its answer is for the other one
             self.search.clear_hits()
         self._update_buttons()
 
@@ -401,39 +401,22 @@ class DocumentsPage(DocumentsLayout):
     def run_search(self, query: str, k: int = 5) -> Worker[tuple[str, list[Hit]]] | None:
         """What chat would retrieve from the selected knowledge base (in a worker).
 
-        The answer is painted only while its knowledge base is still the selected one: a
-        newer search supersedes it (never painted), and selecting another knowledge base
-        cancels it."""
+        A newer search supersedes it, and selecting another knowledge base drops it: neither
+        is ever painted."""
         name = self.current_kb
         if not name or not query.strip():
             return None
         self.tabs.setCurrentWidget(self.search)
         self.search.query.setText(query)
         self.search.clear_hits("Searching…")
-
-        def here() -> bool:
-            return self.current_kb == name
-
-        def progress(_fraction: float | None, text: str) -> None:
-            if here():
-                self.search.status.setText(text)
-
-        def found(result: tuple[str, list[Hit]]) -> None:
-            if here():
-                self._show_hits(result)
-
-        def failed(exc: BaseException) -> None:
-            if here():
-                self.search.status.setText(describe_error(exc))
-
-        def cancelled(_partial: object) -> None:
-            # What it found (if anything) is not shown: the user moved on or closed the page.
-            if here():
-                self.search.status.setText("Search cancelled.")
-
+        status = self.search.status
+        # A cancelled search shows nothing it found: the user moved on or closed the page.
         return self.ctx.jobs.run(jobs.search_job, self.ctx.settings, name, query, k,
-                                 group=self.search_group, on_progress=progress,
-                                 on_result=found, on_error=failed, on_cancelled=cancelled)
+                                 group=self.search_group,
+                                 on_progress=lambda _f, text: status.setText(text),
+                                 on_result=self._show_hits,
+                                 on_error=lambda exc: status.setText(describe_error(exc)),
+                                 on_cancelled=lambda _p: status.setText("Search cancelled."))
 
     def _show_hits(self, result: tuple[str, list[Hit]]) -> None:
         query, hits = result

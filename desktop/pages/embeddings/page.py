@@ -138,7 +138,6 @@ class EmbeddingsPage(QWidget):
         self.hits: list[Neighbour] = []
         # Counts map requests: a query belongs to the map shown when it started, and its
         # neighbours are dropped once another map has been asked for.
-        self._map_serial = 0
         outer = QVBoxLayout(self)
         title = QLabel("Embeddings")
         title.setObjectName("pageTitle")
@@ -445,8 +444,7 @@ class EmbeddingsPage(QWidget):
 
     def _forget_queries(self) -> None:
         """Another map is on its way: running queries stop, and what they found is dropped."""
-        self._map_serial += 1
-        self.ctx.jobs.cancel(QUERY_GROUP)
+        self.ctx.jobs.drop(QUERY_GROUP)
 
     def _map_progress(self, fraction: float | None, text: str) -> None:
         if fraction is not None:
@@ -503,19 +501,16 @@ class EmbeddingsPage(QWidget):
         corpus, projector = self.corpus, self.projector
         if not text or corpus is None or projector is None or len(corpus) == 0:
             return None
-        serial = self._map_serial
         self.map_status.setText("Embedding the query…")
         return self.ctx.jobs.run(
             _query_job, corpus, projector, text, self.k.value(), self.by.currentData(),
             self.ctx.settings.ollama, group=QUERY_GROUP,
-            on_result=partial(self._query_done, serial, corpus, self.by.currentText()),
-            on_error=partial(self._query_failed, serial),
-            on_cancelled=partial(self._query_stopped, serial),
+            on_result=partial(self._query_done, corpus, self.by.currentText()),
+            on_error=self._query_failed,
+            on_cancelled=self._query_stopped,
         )
 
-    def _query_done(self, serial: int, corpus: Corpus, by_label: str, result: QueryResult) -> None:
-        if serial != self._map_serial or corpus is not self.corpus:
-            return  # found on a map that is no longer the one shown (or asked for)
+    def _query_done(self, corpus: Corpus, by_label: str, result: QueryResult) -> None:
         at, self.hits = result
         self.map_view.show_query(at, [h.index for h in self.hits])
         self.neighbours.setRowCount(len(self.hits))
@@ -532,14 +527,11 @@ class EmbeddingsPage(QWidget):
             f"({by_label}).")
         self.query_ready.emit()
 
-    def _query_failed(self, serial: int, exc: BaseException) -> None:
-        sentence = self.ctx.show_error(exc)
-        if serial == self._map_serial:  # else the map status speaks of another map now
-            self.map_status.setText(sentence)
+    def _query_failed(self, exc: BaseException) -> None:
+        self.map_status.setText(self.ctx.show_error(exc))
 
-    def _query_stopped(self, serial: int, unfinished: object) -> None:
-        if serial == self._map_serial:  # else a new map stopped it, and its status stays
-            self.map_status.setText(QUERY_STOPPED)
+    def _query_stopped(self, _unfinished: object) -> None:
+        self.map_status.setText(QUERY_STOPPED)
 
     def open_chunk(self, i: int) -> None:
         if self.corpus is None:

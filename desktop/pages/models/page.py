@@ -262,22 +262,17 @@ class ModelsPage(QWidget):
     def _clear_detail(self, text: str = "Select a model to see its details.") -> None:
         """Empty the panel and stop the work for the model it showed."""
         self.detail_ref = None
-        # Cancelling stops the work, and the ref check in the callbacks drops an outcome that
-        # was already on its way when the panel moved on.
-        self.ctx.jobs.cancel("models-detail")
-        self.ctx.jobs.cancel("models-sha")
+        # what the work for the model shown before would paint no longer applies
+        self.ctx.jobs.drop("models-detail")
+        self.ctx.jobs.drop("models-sha")
         self.detail.sha_button.setEnabled(True)
         self.detail.clear(text)
 
     def _show_detail(self, entry: ModelEntry, info: dict[str, Any]) -> None:
-        if entry.ref != self.detail_ref:
-            return
         self.detail.show_info(entry, info)
         self.detail_shown.emit(entry.ref)
 
     def _detail_failed(self, entry: ModelEntry, exc: BaseException) -> None:
-        if entry.ref != self.detail_ref:
-            return
         self.detail.show_error(f"{entry.name} — {entry.source_label}", describe_error(exc))
         self.detail_shown.emit(entry.ref)
 
@@ -291,34 +286,24 @@ class ModelsPage(QWidget):
         if entry is None or not entry.path or entry.ref != self.detail_ref:
             return None
         self.detail.sha_button.setEnabled(False)
-        ref = entry.ref
         return self.ctx.jobs.run(jobs.sha256_job, entry.path, group="models-sha",
-                                 on_progress=partial(self._sha_progress, ref),
-                                 on_result=partial(self._sha_done, ref),
-                                 on_error=partial(self._sha_failed, ref),
-                                 on_cancelled=partial(self._sha_cancelled, ref))
+                                 on_progress=self._sha_progress, on_result=self._sha_done,
+                                 on_error=self._sha_failed, on_cancelled=self._sha_cancelled)
 
-    def _sha_progress(self, ref: str, fraction: float | None, _text: str) -> None:
-        if ref == self.detail_ref:
-            shown = "" if fraction is None else f" {fraction * 100:.0f}%"
-            self.detail.sha.setText(f"SHA-256: computing…{shown}")
+    def _sha_progress(self, fraction: float | None, _text: str) -> None:
+        shown = "" if fraction is None else f" {fraction * 100:.0f}%"
+        self.detail.sha.setText(f"SHA-256: computing…{shown}")
 
-    def _sha_done(self, ref: str, digest: str) -> None:
-        if ref != self.detail_ref:
-            return
+    def _sha_done(self, digest: str) -> None:
         self.detail.sha.setText(f"SHA-256: {digest}")
         self.detail.sha_button.hide()
         self.detail.sha_button.setEnabled(True)
 
-    def _sha_failed(self, ref: str, exc: BaseException) -> None:
-        if ref != self.detail_ref:
-            return
+    def _sha_failed(self, exc: BaseException) -> None:
         self.detail.sha_button.setEnabled(True)
         self.detail.sha.setText(f"SHA-256: {describe_error(exc)}")
 
-    def _sha_cancelled(self, ref: str, _partial: object) -> None:
-        if ref != self.detail_ref:
-            return
+    def _sha_cancelled(self, _partial: object) -> None:
         self.detail.sha_button.setEnabled(True)
         self.detail.sha.setText("SHA-256: –")
 

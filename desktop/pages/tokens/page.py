@@ -263,7 +263,7 @@ class TokensPage(QWidget):
         self._update_one_hot()
         refs = self.selected_refs()
         if not text or not refs:
-            self.ctx.jobs.cancel(TOKENIZE_GROUP)  # a running job must not paint over this
+            self.ctx.jobs.drop(TOKENIZE_GROUP)  # a running job must not paint over this
             self.show_results([])
             return None
         entries: list[TokenizerEntry] = [
