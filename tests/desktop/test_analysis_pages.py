@@ -453,6 +453,17 @@ def two_maps(monkeypatch, gates):
     return corpora, slow
 
 
+def _map_page(qtbot, ctx):
+    """The Embeddings page on its Corpus map tab, its three knowledge bases listed."""
+    from desktop.pages.embeddings.page import EmbeddingsPage
+
+    page = EmbeddingsPage(ctx)
+    qtbot.addWidget(page)
+    page.tabs.setCurrentIndex(1)  # lists the knowledge bases
+    qtbot.waitUntil(lambda: page.kb_box.count() == 3, timeout=10000)
+    return page
+
+
 def _no_query_on_map(page) -> None:
     assert page.hits == [] and page.neighbours.rowCount() == 0
     assert len(page.map_view.query_item.data) == 0
@@ -463,10 +474,7 @@ def test_corpus_map_never_paints_a_superseded_or_cancelled_query(qtbot, ctx, two
     from desktop.pages.embeddings import page as emb_page
 
     corpora, slow = two_maps
-    page = emb_page.EmbeddingsPage(ctx)
-    qtbot.addWidget(page)
-    page.tabs.setCurrentIndex(1)  # lists the knowledge bases
-    qtbot.waitUntil(lambda: page.kb_box.count() == 3, timeout=10000)
+    page = _map_page(qtbot, ctx)
     answered: list[list[int]] = []
     page.query_ready.connect(lambda: answered.append([h.index for h in page.hits]))
 
@@ -512,13 +520,8 @@ def test_corpus_map_never_paints_a_superseded_or_cancelled_query(qtbot, ctx, two
 
 
 def test_a_query_belongs_to_the_map_it_was_started_on(qtbot, ctx, two_maps):
-    from desktop.pages.embeddings import page as emb_page
-
     corpora, slow = two_maps
-    page = emb_page.EmbeddingsPage(ctx)
-    qtbot.addWidget(page)
-    page.tabs.setCurrentIndex(1)  # lists the knowledge bases
-    qtbot.waitUntil(lambda: page.kb_box.count() == 3, timeout=10000)
+    page = _map_page(qtbot, ctx)
     answered: list[str] = []
     page.query_ready.connect(lambda: answered.append(page.corpus.name))
 
