@@ -10,11 +10,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from core.errors import SettingsError
 

@@ -97,7 +97,7 @@ class MainWindow(QMainWindow):
         self.status = StatusBar(ctx, self)
         self.setStatusBar(self.status)
         ctx.bus.open_chat.connect(lambda _ref: self.show_page("Chat"))
-        ctx.bus.send_to_tokens.connect(lambda _text: self.show_page("Tokens"))
+        ctx.bus.send_to_tokens.connect(lambda _text, _ref: self.show_page("Tokens"))
         self._restore_geometry()
         # Background jobs the first page asks for wait until the window has painted once.
         ctx.jobs.hold()

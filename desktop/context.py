@@ -21,7 +21,7 @@ class Bus(QObject):
     """Cross-page signals: one page asks, another answers."""
 
     open_chat = Signal(str)  # a model reference
-    send_to_tokens = Signal(str)  # a text (e.g. a rendered prompt)
+    send_to_tokens = Signal(str, str)  # a text (e.g. a rendered prompt), its model ref or ''
     settings_changed = Signal()
     models_changed = Signal()
     knowledge_bases_changed = Signal()

@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from core.chat.backends import ChatBackend, LlamaCppBackend, OllamaBackend
+from core.chat.backends import ChatBackend
+from core.chat.llama_backend import LlamaCppBackend
+from core.chat.ollama_backend import OllamaBackend
 from core.config import Settings
 from core.errors import ModelNotFound
 from core.models.refs import parse_ref, resolve

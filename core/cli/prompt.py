@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
         rendered = render(messages, fmt, tags=tags, for_ollama=args.ollama)
         print_json({"prompt": rendered.raw if args.ollama else rendered.text})
         return 0
-    from core.chat.backends import LlamaCppBackend, OllamaBackend
+    from core.chat.llama_backend import LlamaCppBackend
+    from core.chat.ollama_backend import OllamaBackend
     from core.chat.open import open_backend
     from core.prompts.base import as_messages
 

@@ -42,7 +42,7 @@ def raw_tokens_per_s(model: str, ids: list[int], n: int) -> float:
 
 
 def corral_tokens_per_s(model: str, n: int) -> tuple[float, list[int]]:
-    from core.chat.backends import LlamaCppBackend
+    from core.chat.llama_backend import LlamaCppBackend
     from core.chat.params import GenerationParams
     from core.chat.session import ChatSession
     from core.chat.store import HistoryStore

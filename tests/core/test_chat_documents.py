@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from core.chat.backends import LlamaCppBackend
+from core.chat.llama_backend import LlamaCppBackend
 from core.chat.params import GenerationParams
 from core.chat.session import ChatSession
 from core.chat.store import HistoryStore

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from core.chat.backends import LlamaCppBackend, OllamaBackend
 from core.chat.export import to_json, to_markdown
+from core.chat.llama_backend import LlamaCppBackend
+from core.chat.ollama_backend import OllamaBackend
 from core.chat.params import GenerationParams
 from core.chat.session import ChatSession, open_session
 from core.chat.store import HistoryStore

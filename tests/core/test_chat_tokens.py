@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.chat.backends import LlamaCppBackend
+from core.chat.llama_backend import LlamaCppBackend
 from core.errors import PromptFormatError
 from core.models.engine import EngineClient
 from core.prompts.formats import PromptTokenizer, render

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.chat.backends import OllamaBackend
+from core.chat.ollama_backend import OllamaBackend
 from core.chat.params import GenerationParams
 from core.chat.session import ChatSession
 from core.chat.store import HistoryStore

@@ -55,7 +55,7 @@ def test_no_core_module_reads_the_settings_file_below_the_cli() -> None:
 def test_core_entry_points_run_on_the_settings_they_are_given(broken_settings, tiny_gguf) -> None:
     from core.analysis.corpus import knowledge_base_names, load_corpus
     from core.analysis.token_sources import local_model_refs, open_tokenizer
-    from core.chat.backends import LlamaCppBackend
+    from core.chat.llama_backend import LlamaCppBackend
     from core.chat.open import open_backend
     from core.chat.retrieval import open_retrieval
     from core.models.catalog import collect, inspect_model

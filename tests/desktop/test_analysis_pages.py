@@ -81,7 +81,7 @@ def test_tokens_page_receives_text_from_other_pages(qtbot, ctx):
     qtbot.addWidget(page)
     page.use_bpe.setChecked(False)
     with qtbot.waitSignal(ctx.jobs.busy_changed, timeout=10000, check_params_cb=lambda n: n == 0):
-        ctx.bus.send_to_tokens.emit("[INST] Hi [/INST]")
+        ctx.bus.send_to_tokens.emit("[INST] Hi [/INST]", "")
     assert page.text.toPlainText() == "[INST] Hi [/INST]"
     assert len(page.results) == 1 and page.results[0].kind == "wordpiece"
 

@@ -114,7 +114,8 @@ class ChatPage(QWidget):
         col.setStretchFactor(self.transcript, 1)
         self.inspector = PromptInspector()
         self.inspector.setVisible(False)
-        self.inspector.send_to_tokens.connect(self.ctx.bus.send_to_tokens)
+        self.inspector.send_to_tokens.connect(
+            lambda text: self.ctx.bus.send_to_tokens.emit(text, self.backend_ref))
         self.prompt_watch = PromptWatch(self.ctx, self.meter, self.inspector, self._draft, self)
         self.inspect_button.toggled.connect(self.prompt_watch.show_inspector)
         split = QSplitter(Qt.Orientation.Horizontal)

@@ -232,8 +232,9 @@ class TokensPage(QWidget):
 
     # --- comparing tokenizers -----------------------------------------------------------
 
-    def receive_text(self, text: str) -> None:
-        """From another page (e.g. Chat's rendered prompt): show it and tokenize at once."""
+    def receive_text(self, text: str, ref: str = "") -> None:
+        """From another page (e.g. Chat's rendered prompt, with its model ``ref``): show it and
+        tokenize at once."""
         self.tabs.setCurrentIndex(0)
         self.text.setPlainText(text)
         self._debounce.stop()

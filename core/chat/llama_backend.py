@@ -1,0 +1,128 @@
+"""A GGUF through the llama.cpp engine child: prompts go as token ids built segment by segment
+(special=False for message text), so no message can smuggle in a control token."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from core.chat.backends import BackendInfo, PreparedPrompt, StreamEvent, rate
+from core.chat.params import GenerationParams
+from core.errors import PromptFormatError
+from core.prompts.base import Message, RenderedPrompt, TagPolicy
+from core.prompts.formats import ModelTemplate, PromptTokenizer, pick_format, render
+
+
+def _fit_context(path: Path, wanted: int) -> int:
+    """The context to ask llama.cpp for: the setting, but never past what the model was
+    trained on (longer contexts only produce garbage and waste memory)."""
+    from core.errors import CorralError
+    from core.models.catalog import gguf_info
+
+    try:
+        trained = gguf_info(path).context_length
+    except CorralError:
+        return wanted  # the engine's own load reports what is wrong with the file
+    return min(wanted, trained) if trained else wanted
+
+
+class LlamaCppBackend:
+    """A GGUF through the engine child. Prompts go as token ids (special=False for text)."""
+
+    def __init__(self, path: str | Path, *, n_ctx: int = 4096, n_threads: int | None = None,
+                 engine: Any = None, display: str | None = None) -> None:
+        from core.models.engine import shared_engine
+
+        self.path = Path(path)
+        self.display = display or self.path.name
+        opts: dict[str, Any] = {"n_ctx": _fit_context(self.path, n_ctx)}
+        if n_threads:
+            opts["n_threads"] = n_threads
+        self.engine = engine or shared_engine(self.path, **opts)
+        self._info: dict[str, Any] | None = None
+        self._tokenizer: PromptTokenizer | None = None
+        self._template: ModelTemplate | None = None
+
+    def _load(self) -> dict[str, Any]:
+        if self._info is None:
+            self._info = dict(self.engine.load())
+            self._tokenizer = PromptTokenizer(self.engine, self._info)
+        return self._info
+
+    @property
+    def tokenizer(self) -> PromptTokenizer:
+        self._load()
+        assert self._tokenizer is not None
+        return self._tokenizer
+
+    def info(self) -> BackendInfo:
+        info = self._load()
+        meta = info.get("metadata") or {}
+        name = str(meta.get("general.name") or self.path.stem)
+        fmt, reason = pick_format(name=f"{name} {self.path.stem}",
+                                  family=str(meta.get("general.architecture", "")),
+                                  template=info.get("chat_template"))
+        return BackendInfo("gguf", self.display, int(info.get("n_ctx") or 0) or None, fmt, reason,
+                           bool(info.get("chat_template")), {"metadata": meta})
+
+    def model_template(self) -> ModelTemplate:
+        if self._template is None:
+            info = self._load()
+            source = info.get("chat_template")
+            if not source:
+                raise PromptFormatError(
+                    "this model has no chat template of its own",
+                    hint="Choose the llama2 or codellama70b format.",
+                )
+            n_vocab = int(info.get("n_vocab") or 0)
+            ids = list(range(n_vocab))
+            types = self.engine.token_types(ids)
+            special_ids = [i for i, t in zip(ids, types, strict=False)
+                           if t in ("control", "user_defined")]
+            pieces = self.engine.token_pieces(special_ids) if special_ids else []
+            texts = tuple(p.decode("utf-8", "replace") for p in pieces if p)
+            bos, eos = int(info["bos"]), int(info["eos"])
+            bos_text, eos_text = (p.decode("utf-8", "replace")
+                                  for p in self.engine.token_pieces([bos, eos]))
+            self._template = ModelTemplate(str(source), bos_text, eos_text,
+                                           bool(info.get("add_bos", True)), texts)
+        return self._template
+
+    def render(self, messages: Sequence[Message], fmt: str, tags: TagPolicy) -> RenderedPrompt:
+        template = self.model_template() if fmt == "model" else None
+        return render(messages, fmt, tags=tags, template=template)
+
+    def prepare(self, messages: Sequence[Message], fmt: str, tags: TagPolicy) -> PreparedPrompt:
+        rendered = self.render(messages, fmt, tags)
+        ids = self.tokenizer.ids(rendered)
+        # A stop that is a control token (Code Llama 70B's <step>) never shows up as text,
+        # since control tokens detokenize to nothing: stop on its id instead.
+        stop_ids = tuple(self.tokenizer.special_id(s) for s in rendered.stop
+                         if s.startswith("<") and s.endswith(">") and s in rendered.text)
+        return PreparedPrompt(rendered, token_ids=ids, token_count=len(ids),
+                              exact_text=rendered.text, stop_ids=stop_ids)
+
+    def count(self, messages: Sequence[Message], fmt: str, tags: TagPolicy) -> int | None:
+        return len(self.tokenizer.ids(self.render(messages, fmt, tags)))
+
+    def count_text(self, text: str) -> int:
+        return len(self.engine.tokenize(text, add_bos=False, special=False))
+
+    def stream(self, prompt: PreparedPrompt, params: GenerationParams) -> Iterator[StreamEvent]:
+        assert prompt.token_ids is not None
+        kwargs = params.engine_kwargs(prompt.stop)
+        for ev in self.engine.generate(prompt.token_ids, stop_ids=prompt.stop_ids, **kwargs):
+            if not ev.done:
+                yield StreamEvent(text=ev.text, completion_tokens=ev.completion_tokens)
+                continue
+            eval_s = (ev.total_s - ev.first_token_s) if ev.total_s and ev.first_token_s else None
+            speed = rate(ev.completion_tokens - 1, eval_s) if ev.completion_tokens > 1 else None
+            yield StreamEvent(done=True, finish_reason=ev.finish_reason,
+                              prompt_tokens=ev.prompt_tokens,
+                              completion_tokens=ev.completion_tokens,
+                              first_token_s=ev.first_token_s, total_s=ev.total_s,
+                              tokens_per_s=speed or rate(ev.completion_tokens, ev.total_s))
+
+    def cancel(self) -> None:
+        self.engine.cancel()
