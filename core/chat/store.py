@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS messages (
     streaming INTEGER NOT NULL DEFAULT 0,
     interrupted INTEGER NOT NULL DEFAULT 0,
     error TEXT NOT NULL DEFAULT '',
+    warning TEXT NOT NULL DEFAULT '',
     verdict TEXT,
     citations TEXT,
     created REAL NOT NULL,
@@ -56,6 +57,10 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, position);
 """
+#: columns added since the first schema: (table, column, definition), added where missing
+_ADDED_COLUMNS = (
+    ("messages", "warning", "TEXT NOT NULL DEFAULT ''"),
+)
 
 _JSON_FIELDS = ("params", "verdict", "citations")
 
@@ -95,6 +100,7 @@ class ChatMessage:
     streaming: bool = False
     interrupted: bool = False
     error: str = ""
+    warning: str = ""  #: something the user should know about a finished answer
     verdict: dict[str, Any] | None = None
     citations: list[dict[str, Any]] | None = None
     created: float = 0.0
@@ -124,6 +130,7 @@ class HistoryStore:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(SCHEMA)
+            self._add_columns()
         except sqlite3.DatabaseError as exc:
             raise CorralError(f"cannot open the chat history {self.path}: {exc}") from exc
         self.recover()
@@ -136,6 +143,14 @@ class HistoryStore:
                     yield self._db
             except sqlite3.DatabaseError as exc:
                 raise CorralError(f"the chat history could not be written: {exc}") from exc
+
+    def _add_columns(self) -> None:
+        """Bring a history written by an older Corral up to the current schema."""
+        for table, column, definition in _ADDED_COLUMNS:
+            have = {str(r[1]) for r in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                with self._db:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
     def close(self) -> None:
         with self._lock:
