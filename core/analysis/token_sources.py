@@ -105,10 +105,10 @@ def _resolve_model_path(ref: str, settings: Settings) -> tuple[Path, str]:
 def model_tokenizer(ref: str, settings: Settings, *, add_bos: bool | None = None) -> ModelTokenizer:
     """The vocabulary of the model ``ref``, loaded vocabulary-only in the engine child
     (``settings`` say where Ollama's store and imported models are)."""
-    from core.models.engine import shared_engine
+    from core.models.pool import engine_pool
 
     path, name = _resolve_model_path(ref, settings)
-    engine = shared_engine(path, vocab_only=True, n_threads=1, n_ctx=512)
+    engine = engine_pool().engine(path, role="vocab")
     info = engine.load()
     meta = info.get("metadata") or {}
     family = GGUF_FAMILIES.get(str(meta.get("tokenizer.ggml.model", "llama")), "sentencepiece")

@@ -32,14 +32,12 @@ class LlamaCppBackend:
 
     def __init__(self, path: str | Path, *, n_ctx: int = 4096, n_threads: int | None = None,
                  engine: Any = None, display: str | None = None) -> None:
-        from core.models.engine import shared_engine
+        from core.models.pool import engine_pool
 
         self.path = Path(path)
         self.display = display or self.path.name
-        opts: dict[str, Any] = {"n_ctx": _fit_context(self.path, n_ctx)}
-        if n_threads:
-            opts["n_threads"] = n_threads
-        self.engine = engine or shared_engine(self.path, **opts)
+        self.engine = engine or engine_pool().engine(
+            self.path, n_ctx=_fit_context(self.path, n_ctx), n_threads=n_threads)
         self._info: dict[str, Any] | None = None
         self._tokenizer: PromptTokenizer | None = None
         self._template: ModelTemplate | None = None
@@ -102,6 +100,10 @@ class LlamaCppBackend:
                          if s.startswith("<") and s.endswith(">") and s in rendered.text)
         return PreparedPrompt(rendered, token_ids=ids, token_count=len(ids),
                               exact_text=rendered.text, stop_ids=stop_ids)
+
+    def use_context(self, requested: int) -> int | None:
+        # SKELETON: the engine does not reopen yet with the requested length
+        return requested or int(self._load().get("n_ctx") or 0) or None
 
     def count(self, messages: Sequence[Message], fmt: str, tags: TagPolicy) -> int | None:
         return len(self.tokenizer.ids(self.render(messages, fmt, tags)))

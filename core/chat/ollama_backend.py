@@ -66,6 +66,10 @@ class OllamaBackend:
         return PreparedPrompt(rendered, raw=rendered.raw, token_count=count,
                               exact_text=rendered.text)
 
+    def use_context(self, requested: int) -> int | None:
+        # SKELETON: num_ctx is sent only when the user picked a length
+        return requested or self.info().context_length
+
     def count(self, messages: Sequence[Message], fmt: str, tags: TagPolicy) -> int | None:
         if self.counter is None or fmt == "model":
             return None

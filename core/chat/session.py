@@ -133,7 +133,7 @@ class ChatSession:
 
     def check_context(self, messages: Sequence[Message]) -> ContextCheck:
         count = self.backend.count(messages, self.format, self.tags)
-        length = self.params.context_length or self.backend.info().context_length
+        length = self.backend.use_context(self.params.context_length)
         return ContextCheck(count, self.params.max_tokens, length)
 
     def fit_context(self, messages: list[Message], drop_oldest: bool) -> tuple[list[Message], int]:

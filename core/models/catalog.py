@@ -94,9 +94,9 @@ def gguf_info(path: str | Path) -> GGUFInfo:
 
 
 def engine_loaded_paths() -> set[str]:
-    """GGUF paths that a shared llama.cpp engine in this process has loaded."""
-    engine = sys.modules.get("core.models.engine")  # never start the engine just to look
-    return engine.loaded_paths() if engine is not None else set()
+    """GGUF paths that an engine of this process's pool has loaded."""
+    pool = sys.modules.get("core.models.pool")  # never start the engine just to look
+    return pool.loaded_paths() if pool is not None else set()
 
 
 def _gguf_fields(entry: ModelEntry, path: Path) -> None:

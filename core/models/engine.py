@@ -69,6 +69,7 @@ class EngineClient:
         embedding: bool = False,
         vocab_only: bool = False,
         n_gpu_layers: int = 0,
+        lora_path: str | None = None,
     ) -> None:
         self.model_path = str(model_path)
         self.options: dict[str, Any] = {
@@ -77,11 +78,20 @@ class EngineClient:
             "embedding": embedding,
             "vocab_only": vocab_only,
             "n_gpu_layers": n_gpu_layers,
+            "lora_path": lora_path,
         }
         self.info: dict[str, Any] | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.RLock()
         self._stderr_tail: deque[str] = deque(maxlen=20)
+
+    def options_differ(self, options: dict[str, Any]) -> bool:
+        """Whether loading with ``options`` would give another engine than this one."""
+        wanted = dict(self.options)
+        for key, value in options.items():
+            if key != "n_threads" or value:  # no thread count: any will do
+                wanted[key] = value
+        return wanted != self.options
 
     # --- process management ----------------------------------------------------------
 
@@ -304,31 +314,3 @@ class EngineClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-_shared: dict[tuple[str, tuple[tuple[str, Any], ...]], EngineClient] = {}
-_shared_lock = threading.Lock()
-
-
-def shared_engine(model_path: str | Path, **options: Any) -> EngineClient:
-    """A process-wide client per (model, options): the chat and guard models stay loaded."""
-    key = (str(Path(model_path).resolve()), tuple(sorted(options.items())))
-    with _shared_lock:
-        client = _shared.get(key)
-        if client is None:
-            client = _shared[key] = EngineClient(model_path, **options)
-        return client
-
-
-def loaded_paths() -> set[str]:
-    """Resolved paths of the models whose engine child is running now."""
-    with _shared_lock:
-        return {path for (path, _opts), client in _shared.items() if client.alive}
-
-
-def close_all() -> None:
-    with _shared_lock:
-        clients = list(_shared.values())
-        _shared.clear()
-    for c in clients:
-        c.close()

@@ -84,6 +84,7 @@ class _Child:
                 n_gpu_layers=int(msg.get("n_gpu_layers", 0)),
                 embedding=bool(msg.get("embedding", False)),
                 vocab_only=bool(msg.get("vocab_only", False)),
+                lora_path=msg.get("lora_path") or None,
                 seed=int(msg.get("seed", 0xFFFFFFFF)),
                 verbose=False,
             )

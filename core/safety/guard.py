@@ -70,11 +70,11 @@ class EngineGuardBackend:
 
     def __init__(self, path: str | Path, version: GuardVersion, *, n_ctx: int = 4096,
                  n_threads: int | None = None, n_gpu_layers: int = 0) -> None:
-        from core.models.engine import shared_engine
+        from core.models.pool import engine_pool
 
         self.version = version
-        self.engine = shared_engine(path, n_ctx=n_ctx, n_threads=n_threads,
-                                    n_gpu_layers=n_gpu_layers)
+        self.engine = engine_pool().engine(path, role="guard", n_ctx=n_ctx, n_threads=n_threads,
+                                           n_gpu_layers=n_gpu_layers)
         self.description = f"{Path(path).name} (llama.cpp)"
         self._candidates: tuple[list[int], list[int]] | None = None
 

@@ -27,7 +27,7 @@ def main(rounds: int = 5) -> None:
     import numpy as np
 
     from core.config import Settings
-    from core.models.engine import close_all
+    from core.models.pool import close_all
     from core.prompts.guard import render_guard
     from core.safety.code_scan import scan_markdown
     from core.safety.guard import GuardService

@@ -11,7 +11,7 @@ from core.cli import run_subcommand
 
 
 def test_tokens_json_lists_every_tokenizer_with_exact_bytes(capsys, tiny_gguf) -> None:
-    from core.models.engine import close_all
+    from core.models.pool import close_all
 
     text = "Hello, wörld! 👋"
     try:

@@ -105,7 +105,7 @@ def test_cuts_agree_across_whitespace_conventions() -> None:
 def tiny_vocab(tiny_gguf):
     from core.analysis.token_sources import model_tokenizer
     from core.config import Settings
-    from core.models.engine import close_all
+    from core.models.pool import close_all
 
     tok = model_tokenizer(str(tiny_gguf), Settings())
     yield tok

@@ -136,7 +136,7 @@ def test_reading_stops_once_the_answer_is_decided(text, settled):
 
 @pytest.fixture(scope="module")
 def engine_guard(tiny_guard_gguf):
-    from core.models.engine import close_all
+    from core.models.pool import close_all
 
     settings = Settings()
     settings.engine.n_threads = 1
@@ -172,7 +172,7 @@ def test_engine_prompt_is_one_bos_and_plain_text(engine_guard):
 
 
 def test_a_long_chat_is_judged_on_the_last_turns_that_fit(tiny_guard_gguf):
-    from core.models.engine import close_all
+    from core.models.pool import close_all
 
     settings = Settings()
     settings.engine.n_ctx = 2048
@@ -191,7 +191,7 @@ def test_a_long_chat_is_judged_on_the_last_turns_that_fit(tiny_guard_gguf):
 
 
 def test_wrong_version_for_the_vocabulary_is_reported(tiny_guard_gguf):
-    from core.models.engine import close_all
+    from core.models.pool import close_all
 
     settings = Settings()
     service = GuardService(str(tiny_guard_gguf), "llama-guard-3", settings=settings, audit=False)
@@ -281,7 +281,7 @@ def test_cli_classifies_through_ollama(guard_server, tmp_path, capsys, monkeypat
 
 
 def test_cli_classifies_with_a_gguf(tiny_guard_gguf, tmp_path, capsys):
-    from core.models.engine import close_all
+    from core.models.pool import close_all
 
     conv = tmp_path / "conv.json"
     conv.write_text(json.dumps(BOTH))

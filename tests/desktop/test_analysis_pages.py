@@ -32,7 +32,7 @@ def save(widget, name: str) -> Path:
 @pytest.fixture
 def engines():
     yield
-    from core.models.engine import close_all
+    from core.models.pool import close_all
 
     close_all()
 

@@ -166,6 +166,9 @@ class PausingModel:
     def count(self, messages, fmt, tags) -> int:
         return 10
 
+    def use_context(self, requested: int) -> int:
+        return requested or 4096
+
     def stream(self, prompt, params):
         for n, word in enumerate(WORDS, 1):
             yield StreamEvent(text=word, completion_tokens=n)

@@ -121,7 +121,7 @@ def prompt_views_job(job: Job, session: ChatSession, draft: str, upto: int | Non
     history = [m for m in session.history() if upto is None or m.position < upto]
     msgs = session.prompt_messages(history, draft if draft.strip() else None)
     system_msgs = [Message("system", session.system)] if session.system.strip() else []
-    length = session.params.context_length or session.backend.info().context_length
+    length = session.backend.use_context(session.params.context_length)
     sys_count = hist_count = None
     if system_msgs:
         sys_count = session.backend.count([*system_msgs, Message("user", "")],
