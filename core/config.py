@@ -61,6 +61,8 @@ class EngineSettings:
     n_threads: int = 0  # 0: let Corral choose (physical cores, at most 8)
     n_ctx: int = 4096
     n_gpu_layers: int = 0
+    max_models: int = 1  # chat models kept loaded at once (the guard has its own slot)
+    keep_alive_s: float = 300.0  # an idle model unloads after this; 0: only when room is needed
 
 
 @dataclass

@@ -70,6 +70,22 @@ class EngineCrashed(CorralError):
         self.partial = partial
 
 
+class EngineHung(EngineCrashed):
+    """The engine child stopped answering (no reply, no heartbeat), so Corral killed it."""
+
+    hint = "Try again: the next request starts a fresh engine."
+
+    def __init__(self, seconds: float, *, partial: str = "") -> None:
+        super().__init__(f"it stopped answering for {seconds:g} s and was killed", partial=partial)
+        self.args = (f"the engine stopped answering for {seconds:g} s, so Corral killed it",)
+
+
+class EngineBusy(CorralError):
+    """A model that is answering, checking or being measured cannot be unloaded."""
+
+    hint = "Stop what it is doing, or wait until it is done, then unload it."
+
+
 class ModelFileDamaged(CorralError):
     """A model file is not a usable GGUF (bad magic, truncated, absurd sizes ...)."""
 

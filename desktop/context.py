@@ -43,6 +43,9 @@ class AppContext(QObject):
                 self.settings_error = exc.sentence()
                 settings = Settings()
         self.settings = settings
+        from core.models.pool import use_settings
+
+        use_settings(settings)  # the engine pool's limit and keep-alive, before any model opens
 
     def save_settings(self) -> str | None:
         """Write the settings file: None when written, else the sentence that says why not

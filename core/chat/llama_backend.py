@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -10,42 +11,63 @@ from typing import Any
 from core.chat.backends import BackendInfo, PreparedPrompt, StreamEvent, rate
 from core.chat.params import GenerationParams
 from core.errors import PromptFormatError
+from core.models.engine import CancelToken
 from core.prompts.base import Message, RenderedPrompt, TagPolicy
 from core.prompts.formats import ModelTemplate, PromptTokenizer, pick_format, render
 
 
-def _fit_context(path: Path, wanted: int) -> int:
-    """The context to ask llama.cpp for: the setting, but never past what the model was
-    trained on (longer contexts only produce garbage and waste memory)."""
-    from core.errors import CorralError
-    from core.models.catalog import gguf_info
-
-    try:
-        trained = gguf_info(path).context_length
-    except CorralError:
-        return wanted  # the engine's own load reports what is wrong with the file
-    return min(wanted, trained) if trained else wanted
-
-
 class LlamaCppBackend:
-    """A GGUF through the engine child. Prompts go as token ids (special=False for text)."""
+    """A GGUF through the engine child. Prompts go as token ids (special=False for text).
+
+    ``n_ctx`` is the default context length (the setting); ``use_context`` applies the one a
+    conversation picks, capped at the length the model was trained on."""
 
     def __init__(self, path: str | Path, *, n_ctx: int = 4096, n_threads: int | None = None,
-                 engine: Any = None, display: str | None = None) -> None:
+                 n_gpu_layers: int = 0, lora_path: str | None = None, engine: Any = None,
+                 display: str | None = None) -> None:
         from core.models.pool import engine_pool
 
         self.path = Path(path)
         self.display = display or self.path.name
+        self.default_n_ctx = n_ctx
+        self._trained: int | None = None
         self.engine = engine or engine_pool().engine(
-            self.path, n_ctx=_fit_context(self.path, n_ctx), n_threads=n_threads)
+            self.path, n_ctx=self._fit_context(n_ctx), n_threads=n_threads,
+            n_gpu_layers=n_gpu_layers, lora_path=lora_path)
         self._info: dict[str, Any] | None = None
         self._tokenizer: PromptTokenizer | None = None
         self._template: ModelTemplate | None = None
+        self._token: CancelToken | None = None  # the request Stop stops
+
+    def _fit_context(self, wanted: int) -> int:
+        """The context to ask llama.cpp for: ``wanted``, but never past what the model was
+        trained on (longer contexts only produce garbage and waste memory)."""
+        if self._trained is None:
+            from core.errors import CorralError
+            from core.models.catalog import gguf_info
+
+            try:
+                self._trained = int(gguf_info(self.path).context_length or 0)
+            except CorralError:
+                self._trained = 0  # the engine's own load reports what is wrong with the file
+        return min(wanted, self._trained) if self._trained else wanted
+
+    @contextlib.contextmanager
+    def _stoppable(self) -> Iterator[CancelToken]:
+        token = self._token = CancelToken()
+        try:
+            yield token
+        finally:
+            self._token = None
 
     def _load(self) -> dict[str, Any]:
+        """The model's load info, loading it once (facts that do not change: metadata,
+        template, special tokens; an engine unloaded since reloads on its next request)."""
         if self._info is None:
-            self._info = dict(self.engine.load())
-            self._tokenizer = PromptTokenizer(self.engine, self._info)
+            with self._stoppable() as token:
+                self._info = dict(self.engine.load(cancel=token))
+            if self._tokenizer is None:
+                self._tokenizer = PromptTokenizer(self.engine, self._info)
         return self._info
 
     @property
@@ -89,7 +111,10 @@ class LlamaCppBackend:
 
     def render(self, messages: Sequence[Message], fmt: str, tags: TagPolicy) -> RenderedPrompt:
         template = self.model_template() if fmt == "model" else None
-        return render(messages, fmt, tags=tags, template=template)
+        bos = None  # the raw format writes the model's BOS when its tokenizer adds one
+        if fmt == "raw" and self._load().get("add_bos", True):
+            bos = self.engine.token_pieces([int(self._load()["bos"])])[0].decode("utf-8", "replace")
+        return render(messages, fmt, tags=tags, template=template, bos=bos)
 
     def prepare(self, messages: Sequence[Message], fmt: str, tags: TagPolicy) -> PreparedPrompt:
         rendered = self.render(messages, fmt, tags)
@@ -102,8 +127,20 @@ class LlamaCppBackend:
                               exact_text=rendered.text, stop_ids=stop_ids)
 
     def use_context(self, requested: int) -> int | None:
-        # SKELETON: the engine does not reopen yet with the requested length
-        return requested or int(self._load().get("n_ctx") or 0) or None
+        """Reopen the engine (if needed) with ``requested`` tokens of context (0: the default),
+        capped at the trained length. Returns the length the conversation may fill: what
+        llama.cpp gave the engine (it rounds up to a multiple of 256), never more than asked.
+        A vocabulary-only engine (token counts) has no context: it only says the length."""
+        wanted = self._fit_context(requested or self.default_n_ctx)
+        if getattr(self.engine, "options", {}).get("vocab_only"):
+            return wanted or None
+        self.engine.configure(n_ctx=wanted)
+        info = self.engine.current_info  # already loaded with it: no wait behind a stream
+        if info is None:
+            self._info = None
+            info = self._load()
+        given = int(info.get("n_ctx") or 0)
+        return min(wanted, given) if given else wanted or None
 
     def count(self, messages: Sequence[Message], fmt: str, tags: TagPolicy) -> int | None:
         return len(self.tokenizer.ids(self.render(messages, fmt, tags)))
@@ -114,17 +151,23 @@ class LlamaCppBackend:
     def stream(self, prompt: PreparedPrompt, params: GenerationParams) -> Iterator[StreamEvent]:
         assert prompt.token_ids is not None
         kwargs = params.engine_kwargs(prompt.stop)
-        for ev in self.engine.generate(prompt.token_ids, stop_ids=prompt.stop_ids, **kwargs):
-            if not ev.done:
-                yield StreamEvent(text=ev.text, completion_tokens=ev.completion_tokens)
-                continue
-            eval_s = (ev.total_s - ev.first_token_s) if ev.total_s and ev.first_token_s else None
-            speed = rate(ev.completion_tokens - 1, eval_s) if ev.completion_tokens > 1 else None
-            yield StreamEvent(done=True, finish_reason=ev.finish_reason,
-                              prompt_tokens=ev.prompt_tokens,
-                              completion_tokens=ev.completion_tokens,
-                              first_token_s=ev.first_token_s, total_s=ev.total_s,
-                              tokens_per_s=speed or rate(ev.completion_tokens, ev.total_s))
+        with self._stoppable() as token:
+            for ev in self.engine.generate(prompt.token_ids, stop_ids=prompt.stop_ids,
+                                           cancel=token, **kwargs):
+                if not ev.done:
+                    yield StreamEvent(text=ev.text, completion_tokens=ev.completion_tokens)
+                    continue
+                eval_s = (ev.total_s - ev.first_token_s) if ev.total_s and ev.first_token_s else None
+                speed = rate(ev.completion_tokens - 1, eval_s) if ev.completion_tokens > 1 else None
+                yield StreamEvent(done=True, finish_reason=ev.finish_reason,
+                                  prompt_tokens=ev.prompt_tokens,
+                                  completion_tokens=ev.completion_tokens,
+                                  first_token_s=ev.first_token_s, total_s=ev.total_s,
+                                  tokens_per_s=speed or rate(ev.completion_tokens, ev.total_s))
 
     def cancel(self) -> None:
-        self.engine.cancel()
+        """Stop this backend's own request (a load or a stream) at once; another chat on the
+        same model is not touched."""
+        token = self._token
+        if token is not None:
+            token.cancel()

@@ -131,9 +131,13 @@ class ChatSession:
             out.append(Message("user", pending.content))
         return out
 
-    def check_context(self, messages: Sequence[Message]) -> ContextCheck:
+    def check_context(self, messages: Sequence[Message], *, length: int | None = None
+                      ) -> ContextCheck:
+        """Whether ``messages`` and the answer fit the context. The chosen length is applied
+        first (the engine reopens with it) unless ``length`` says it already was."""
+        if length is None:
+            length = self.backend.use_context(self.params.context_length)
         count = self.backend.count(messages, self.format, self.tags)
-        length = self.backend.use_context(self.params.context_length)
         return ContextCheck(count, self.params.max_tokens, length)
 
     def fit_context(self, messages: list[Message], drop_oldest: bool) -> tuple[list[Message], int]:
@@ -151,7 +155,7 @@ class ChatSession:
                 )
             del messages[first : first + 2]
             dropped += 1
-            check = self.check_context(messages)
+            check = self.check_context(messages, length=check.context_length)
         return messages, dropped
 
     # --- turns -----------------------------------------------------------------------
@@ -269,7 +273,8 @@ class ChatSession:
                         answer.id, content="".join(parts), streaming=0,
                         finish_reason=reason, prompt_tokens=ev.prompt_tokens or prompt.token_count,
                         completion_tokens=ev.completion_tokens, first_token_s=ev.first_token_s,
-                        total_s=ev.total_s, tokens_per_s=ev.tokens_per_s)
+                        total_s=ev.total_s, tokens_per_s=ev.tokens_per_s,
+                        warning=ev.warning or "")
                     break
         except BaseException as exc:
             error = exc.sentence() if isinstance(exc, CorralError) else (

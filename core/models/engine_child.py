@@ -4,12 +4,17 @@ Run as ``python -m core.models.engine_child``. Requests are JSON lines on stdin,
 lines on a private copy of stdout (fd 1 itself is pointed at stderr so that anything
 llama.cpp prints cannot corrupt the protocol). A malformed model may abort() this process;
 the parent (core.models.engine) turns that into EngineCrashed and starts a fresh child.
+
+Each request carries an id (``rid``); ``{"op": "cancel", "rid": N}`` stops request N at
+once: llama.cpp's abort callback ends a decode (prompt or token) and the load progress
+callback ends a load. While a request runs, a heartbeat line tells the parent it is alive.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
 import json
 import os
 import queue
@@ -22,6 +27,23 @@ from typing import Any, BinaryIO
 _ATTR_NAMES = {
     1: "unknown", 2: "unused", 4: "normal", 8: "control", 16: "user_defined", 32: "byte",
 }
+HEARTBEAT_S = float(os.environ.get("CORRAL_ENGINE_HEARTBEAT_S") or 1.0)  # tests shorten it
+
+
+def _abort_callback(flag: Any) -> Any:
+    """llama.cpp's abort callback, asked between the nodes of every compute graph (~1000
+    times a token): libc's strlen on a 2-byte buffer answers 0 or 1 without Python, so a
+    cancellable decode costs nothing. A Python callback is the fallback."""
+    import llama_cpp
+
+    try:
+        libc = ctypes.cdll.msvcrt if sys.platform == "win32" else ctypes.CDLL(None)
+        address = ctypes.cast(libc.strlen, ctypes.c_void_p).value
+        if address:
+            return llama_cpp.ggml_abort_callback(address)
+    except (OSError, AttributeError):
+        pass
+    return llama_cpp.ggml_abort_callback(lambda _data: bool(flag[0] != b"\x00"))
 
 
 class _Child:
@@ -29,13 +51,22 @@ class _Child:
         self.out = out
         self.llm: Any = None
         self.inbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self.cancel = threading.Event()
+        self.current = 0  # id of the request being served (0: none)
+        self.cancelled = 0  # id of the last request cancelled
+        self.abort = ctypes.create_string_buffer(2)  # abort[0] = 1: llama.cpp stops decoding
+        self._abort_cb: Any = None
+        self._send_lock = threading.Lock()
 
     # --- plumbing ------------------------------------------------------------------
 
     def send(self, obj: dict[str, Any]) -> None:
-        self.out.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
-        self.out.flush()
+        data = json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+        with self._send_lock:
+            self.out.write(data)
+            self.out.flush()
+
+    def is_cancelled(self) -> bool:
+        return self.current != 0 and self.cancelled == self.current
 
     def reader(self) -> None:
         for line in sys.stdin.buffer:
@@ -44,13 +75,24 @@ class _Child:
             except ValueError:
                 continue
             if msg.get("op") == "cancel":
-                self.cancel.set()
+                # A cancel always follows its request on this pipe, so it is never early.
+                self.cancelled = int(msg.get("rid") or self.current)
+                if self.is_cancelled():
+                    self.abort[0] = b"\x01"
             else:
                 self.inbox.put(msg)
         self.inbox.put(None)
 
+    def heartbeat(self) -> None:
+        while True:
+            time.sleep(HEARTBEAT_S)
+            if self.current:
+                with contextlib.suppress(OSError, ValueError):
+                    self.send({"hb": 1})
+
     def serve(self) -> None:
         threading.Thread(target=self.reader, daemon=True).start()
+        threading.Thread(target=self.heartbeat, daemon=True).start()
         self.send({"ready": True, "pid": os.getpid()})
         while True:
             msg = self.inbox.get()
@@ -58,6 +100,8 @@ class _Child:
                 return
             op = str(msg.get("op"))
             handler = getattr(self, "op_" + op, None)
+            self.current = int(msg.get("rid") or -1)
+            self.abort[0] = b"\x01" if self.is_cancelled() else b"\x00"
             try:
                 if handler is None:
                     raise ValueError(f"unknown request {op!r}")
@@ -67,14 +111,25 @@ class _Child:
                 if result is not None:
                     self.send({"ok": True, **result})
             except Exception as exc:  # report, keep serving
-                self.send({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+                if self.is_cancelled():
+                    self.send({"ok": False, "cancelled": True})
+                else:
+                    self.send({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+            finally:
+                self.current = 0
 
     # --- requests ------------------------------------------------------------------
 
-    def op_load(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def op_load(self, msg: dict[str, Any]) -> dict[str, Any] | None:
+        import llama_cpp
         from llama_cpp import Llama
 
-        self.llm = None
+        if self.llm is not None:
+            self.llm.close()  # free the old weights and context before the new ones load
+            self.llm = None
+        if self.is_cancelled():
+            self.send({"ok": False, "cancelled": True})
+            return None
         with self._load_progress():
             self.llm = Llama(
                 model_path=msg["path"],
@@ -89,6 +144,17 @@ class _Child:
                 verbose=False,
             )
         llm = self.llm
+        if self.is_cancelled():  # the Stop came after the last progress report
+            llm.close()
+            self.llm = None
+            self.send({"ok": False, "cancelled": True})
+            return None
+        ctx = getattr(getattr(llm, "_ctx", None), "ctx", None)
+        if ctx is not None:
+            if self._abort_cb is None:
+                self._abort_cb = _abort_callback(self.abort)
+            llama_cpp.llama_set_abort_callback(ctx, self._abort_cb,
+                                               ctypes.cast(self.abort, ctypes.c_void_p))
         meta = {str(k): str(v) for k, v in (llm.metadata or {}).items()}
         add_bos = meta.get("tokenizer.ggml.add_bos_token", "true").lower() != "false"
         return {
@@ -104,7 +170,8 @@ class _Child:
 
     @contextlib.contextmanager
     def _load_progress(self) -> Iterator[None]:
-        """Report llama.cpp's own load progress as {"progress": fraction} lines."""
+        """Report llama.cpp's own load progress as {"progress": fraction} lines; a cancel
+        makes the callback answer False, which stops the load."""
         import llama_cpp.llama_cpp as lib
 
         last = [-1.0]
@@ -113,7 +180,7 @@ class _Child:
             if fraction - last[0] >= 0.05 or fraction >= 1.0:
                 last[0] = fraction
                 self.send({"progress": round(float(fraction), 3)})
-            return True
+            return not self.is_cancelled()
 
         callback = lib.llama_progress_callback(report)
         original = lib.llama_model_default_params
@@ -182,18 +249,15 @@ class _Child:
         return {"vectors": vectors}
 
     def op_generate(self, msg: dict[str, Any]) -> None:
-        self.cancel.clear()
         prompt = list(msg["ids"])
         stop_ids = {int(i) for i in msg.get("stop_ids") or ()}
         counted = 0
-        cancelled = False
         stopped_by_id = False
 
         def stop_check(ids: Any, _logits: Any) -> bool:
-            nonlocal counted, cancelled, stopped_by_id
+            nonlocal counted, stopped_by_id
             counted += 1
-            if self.cancel.is_set():
-                cancelled = True
+            if self.is_cancelled():
                 return True
             # ids ends with the last token already yielded; a control token among stop_ids
             # has produced no text, so stopping one step later loses nothing.
@@ -217,31 +281,38 @@ class _Child:
         }
         if msg.get("seed") is not None:
             params["seed"] = int(msg["seed"])
-        stream = self.llm.create_completion(
-            prompt, stream=True, stopping_criteria=StoppingCriteriaList([stop_check]), **params
-        )
         # Tokens are batched by time (~15 ms) so the pipe costs nothing per token.
         buffered: list[str] = []
         last_flush = started
-        for chunk in stream:
-            choice = chunk["choices"][0]
-            text = choice.get("text") or ""
-            if text:
-                if first is None:
-                    first = time.perf_counter() - started
-                    self.send({"text": text, "n": counted})
-                    last_flush = time.perf_counter()
-                else:
-                    buffered.append(text)
-            finish = choice.get("finish_reason") or finish
-            now = time.perf_counter()
-            if buffered and now - last_flush >= 0.015:
-                self.send({"text": "".join(buffered), "n": counted})
-                buffered.clear()
-                last_flush = now
+        try:
+            if self.is_cancelled():
+                raise RuntimeError("cancelled before it started")
+            stream = self.llm.create_completion(
+                prompt, stream=True, stopping_criteria=StoppingCriteriaList([stop_check]),
+                **params)
+            for chunk in stream:
+                choice = chunk["choices"][0]
+                text = choice.get("text") or ""
+                if text:
+                    if first is None:
+                        first = time.perf_counter() - started
+                        self.send({"text": text, "n": counted})
+                        last_flush = time.perf_counter()
+                    else:
+                        buffered.append(text)
+                finish = choice.get("finish_reason") or finish
+                now = time.perf_counter()
+                if buffered and now - last_flush >= 0.015:
+                    self.send({"text": "".join(buffered), "n": counted})
+                    buffered.clear()
+                    last_flush = now
+        except RuntimeError:  # llama_decode returned 2: the abort callback stopped it
+            if not self.is_cancelled():
+                raise
+            counted += 1  # every token sampled so far was kept
         if buffered:
             self.send({"text": "".join(buffered), "n": counted})
-        if cancelled:
+        if self.is_cancelled():
             finish = "cancelled"
         elif stopped_by_id:
             finish = "stop"
@@ -249,6 +320,7 @@ class _Child:
             "done": True,
             "finish_reason": finish or "stop",
             "prompt_tokens": len(prompt),
+            "prompt_evaluated": min(int(self.llm.n_tokens), len(prompt)),
             # The sampler runs once more than tokens are kept (the EOS, the token past
             # max_tokens, or the one a cancel refused).
             "completion_tokens": max(counted - 1, 0),
@@ -258,6 +330,8 @@ class _Child:
         return None
 
     def op_unload(self, msg: dict[str, Any]) -> dict[str, Any]:
+        if self.llm is not None:
+            self.llm.close()
         self.llm = None
         return {}
 

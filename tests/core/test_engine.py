@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -142,3 +144,176 @@ def test_generation_stops_on_a_token_id(engine: EngineClient) -> None:
     assert events[-1].finish_reason == "stop"
     text = "".join(e.text for e in events if not e.done)
     assert text.encode() == engine.token_pieces([first_id])[0]  # nothing after the stop token
+
+
+# --- Stop, hangs and the heartbeat --------------------------------------------------------
+
+
+def test_a_stop_waiting_behind_another_request_ends_at_once_and_only_that_one(
+        engine: EngineClient) -> None:
+    """Two chats on one model: Stop in the waiting one must not cut the other's answer."""
+    from core.models.engine import CancelToken
+
+    prompt = engine.tokenize("hello", add_bos=True)
+    order: list[str] = []
+    first_started, second_stopped = threading.Event(), threading.Event()
+    results: list[str | None] = []
+
+    def first() -> None:
+        for ev in engine.generate(prompt, max_tokens=100, temperature=0.0):
+            if not ev.done and not first_started.is_set():
+                first_started.set()
+                second_stopped.wait(timeout=120)  # keep the engine held meanwhile
+            if ev.done:
+                order.append("first-done")
+                results.append(ev.finish_reason)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert first_started.wait(timeout=120)
+        token = CancelToken()
+        waiting = engine.generate(prompt, max_tokens=100, temperature=0.0, cancel=token)
+        threading.Timer(0.05, token.cancel).start()  # Stop while it waits for the engine
+        events = list(waiting)
+        order.append("second-done")
+        second_stopped.set()
+    finally:
+        second_stopped.set()
+        thread.join(timeout=120)
+    assert order == ["second-done", "first-done"]
+    assert [e.finish_reason for e in events] == ["cancelled"] and not events[0].text
+    assert results == ["length"]
+
+
+def test_a_cancelled_load_raises_cancelled_and_the_model_loads_later(tiny_gguf: Path) -> None:
+    from core.errors import Cancelled
+
+    with EngineClient(tiny_gguf, n_ctx=256, n_threads=1) as eng:
+        def stop_when_sent() -> None:
+            while not eng._inflight:  # the load request is on its way to the child
+                time.sleep(0.001)
+            eng.cancel()
+
+        stopper = threading.Thread(target=stop_when_sent)
+        stopper.start()
+        with pytest.raises(Cancelled, match="loading the model was stopped"):
+            eng.load()
+        stopper.join()
+        assert eng.info is None
+        assert eng.load()["n_vocab"] > 0  # a later request loads it
+
+
+def test_a_child_that_ignores_a_cancel_is_killed_and_the_answer_ends_cancelled(
+        engine: EngineClient) -> None:
+    prompt = engine.tokenize("hello", add_bos=True)
+    received: list[str] = []
+    for event in engine.generate(prompt, max_tokens=3000, temperature=0.0):
+        if event.done:
+            final = event
+            break
+        received.append(event.text)
+        if len(received) == 2:
+            assert engine.pid is not None
+            os.kill(engine.pid, signal.SIGSTOP)  # frozen: it cannot answer the cancel
+            engine.cancel()
+    assert final.finish_reason == "cancelled"
+    assert not engine.alive  # killed after the grace, not left frozen
+    assert list(engine.generate(prompt, max_tokens=5, temperature=0.0))[-1].completion_tokens == 5
+
+
+def test_a_child_that_stops_answering_is_killed_and_reported(
+        engine: EngineClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.models.engine as engine_module
+    from core.errors import EngineHung
+
+    monkeypatch.setattr(engine_module, "READ_TIMEOUT_S", 3.0)
+    prompt = engine.tokenize("hello", add_bos=True)
+    received: list[str] = []
+    with pytest.raises(EngineHung) as info:
+        for event in engine.generate(prompt, max_tokens=3000, temperature=0.0):
+            received.append(event.text)
+            if len(received) == 2:
+                pid = engine.pid
+                assert pid is not None
+                os.kill(pid, signal.SIGSTOP)
+    assert "stopped answering for 3 s" in info.value.sentence()
+    assert info.value.partial == "".join(received)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # killed and reaped, not left stopped
+    assert list(engine.generate(prompt, max_tokens=5, temperature=0.0))[-1].completion_tokens == 5
+
+
+@pytest.fixture(scope="module")
+def slow_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random model big enough that reading a 3000-token prompt takes seconds."""
+    from tools.tiny_gguf import make_tiny_gguf
+
+    return make_tiny_gguf(tmp_path_factory.mktemp("slow") / "slow.gguf", n_embd=512, n_layer=4,
+                          n_head=8, n_ff=2048)
+
+
+@pytest.fixture
+def slow_engine(slow_gguf: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("CORRAL_ENGINE_HEARTBEAT_S", "0.2")
+    with EngineClient(slow_gguf, n_ctx=4096, n_threads=1) as eng:
+        eng.load()
+        yield eng
+
+
+def long_prompt(eng: EngineClient) -> list[int]:
+    return eng.tokenize("hello world " * 1500, add_bos=True)[:3000]
+
+
+def test_a_long_request_keeps_the_child_alive_with_heartbeats(
+        slow_engine: EngineClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A prompt that takes longer than the read timeout is not mistaken for a hang."""
+    import core.models.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "READ_TIMEOUT_S", 1.0)
+    prompt = long_prompt(slow_engine)
+    events = list(slow_engine.generate(prompt, max_tokens=2, temperature=0.0))
+    assert events[-1].finish_reason == "length" and events[-1].prompt_evaluated == len(prompt)
+    assert slow_engine.heartbeats >= 6  # 0.2 s apart: it ran past the 1 s timeout
+
+
+def test_stop_while_the_prompt_is_read_aborts_llama_cpp(
+        slow_engine: EngineClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child itself stops mid-prompt (llama.cpp's abort callback): no kill is needed, the
+    model stays loaded, and the prompt was not read to the end first."""
+    import core.models.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "CANCEL_GRACE_S", 600.0)  # never the kill fallback
+    prompt = long_prompt(slow_engine)
+    pid = slow_engine.pid
+    stream = slow_engine.generate(prompt, max_tokens=5, temperature=0.0)
+    beats = slow_engine.heartbeats
+
+    def stop_after_a_heartbeat() -> None:
+        while slow_engine.heartbeats == beats:  # it is reading the prompt now
+            time.sleep(0.01)
+        slow_engine.cancel()
+
+    stopper = threading.Thread(target=stop_after_a_heartbeat)
+    stopper.start()
+    events = list(stream)
+    stopper.join()
+    done = events[-1]
+    assert done.finish_reason == "cancelled" and done.completion_tokens == 0
+    assert done.prompt_evaluated is not None and done.prompt_evaluated < len(prompt)
+    assert slow_engine.pid == pid and slow_engine.info is not None
+    again = list(slow_engine.generate(prompt[:50], max_tokens=3, temperature=0.0))
+    assert again[-1].finish_reason == "length"
+
+
+def test_closing_an_idle_engine_never_stops_its_next_child(
+        tiny_gguf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.models.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "CANCEL_GRACE_S", 0.01)
+    with EngineClient(tiny_gguf, n_ctx=4096, n_threads=1) as eng:
+        eng.load()
+        eng.close()  # nothing in flight: nothing to cancel, no kill timer left behind
+        prompt = eng.tokenize("hello", add_bos=True)
+        events = list(eng.generate(prompt, max_tokens=1000, temperature=0.0))
+        assert events[-1].finish_reason == "length" and events[-1].completion_tokens == 1000

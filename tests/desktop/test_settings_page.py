@@ -25,6 +25,23 @@ def test_save_writes_settings_and_tells_other_pages(qtbot, ctx) -> None:
     assert saved.store.mode == "server"
 
 
+def test_engine_pool_limits_are_saved_and_applied(qtbot, ctx) -> None:
+    from core.models.pool import engine_pool
+
+    page = SettingsPage(ctx)
+    qtbot.addWidget(page)
+    page.max_models.setValue(3)
+    page.keep_alive.setValue(90)
+    try:
+        with qtbot.waitSignal(ctx.bus.settings_changed, timeout=5000):
+            page.save_button.click()
+        saved = Settings.load()
+        assert (saved.engine.max_models, saved.engine.keep_alive_s) == (3, 90.0)
+        assert (engine_pool().max_chat, engine_pool().keep_alive_s) == (3, 90.0)  # at once
+    finally:
+        engine_pool().configure(max_chat=1, keep_alive_s=300.0)
+
+
 def test_fast_mode_is_prepared_with_visible_progress(qtbot, ctx, monkeypatch: pytest.MonkeyPatch) -> None:
     import core.rag.fast_embedder as fast
 

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.config import settings_path
+from core.models.pool import use_settings
 from desktop.context import AppContext
 from desktop.jobs import Job, Worker
 from desktop.layout import page_title, scrolling_column
@@ -47,7 +48,22 @@ class SettingsPage(QWidget):
         self.n_ctx.setRange(256, 1_048_576)
         self.n_ctx.setSingleStep(1024)
         self.n_ctx.setValue(s.engine.n_ctx)
-        col.addWidget(_group("llama.cpp engine", [("CPU threads", self.threads), ("Context length", self.n_ctx)]))
+        self.max_models = QSpinBox()
+        self.max_models.setRange(1, 16)
+        self.max_models.setValue(max(1, s.engine.max_models))
+        self.max_models.setToolTip("Chat models kept loaded at once; the guard has its own slot. "
+                                   "Opening one more unloads the least recently used idle one.")
+        self.keep_alive = QSpinBox()
+        self.keep_alive.setRange(0, 7 * 24 * 3600)
+        self.keep_alive.setSingleStep(60)
+        self.keep_alive.setSuffix(" s")
+        self.keep_alive.setSpecialValueText("never (only to make room)")
+        self.keep_alive.setValue(max(0, int(s.engine.keep_alive_s)))
+        self.keep_alive.setToolTip("An idle model is unloaded after this long.")
+        col.addWidget(_group("llama.cpp engine", [
+            ("CPU threads", self.threads), ("Context length", self.n_ctx),
+            ("Models loaded at once", self.max_models), ("Unload idle models after", self.keep_alive),
+        ]))
 
         self.store_mode = QComboBox()
         self.store_mode.addItem("Embedded (this computer, one Corral at a time)", "embedded")
@@ -113,6 +129,8 @@ class SettingsPage(QWidget):
         s.ollama.store_dir = self.store_dir.text().strip()
         s.engine.n_threads = self.threads.value()
         s.engine.n_ctx = self.n_ctx.value()
+        s.engine.max_models = self.max_models.value()
+        s.engine.keep_alive_s = float(self.keep_alive.value())
         s.store.mode = str(self.store_mode.currentData())
         s.store.host = self.store_host.text().strip() or "127.0.0.1"
         s.store.port = self.store_port.value()
@@ -125,6 +143,7 @@ class SettingsPage(QWidget):
             self._show_problem(problem)  # beside the button, as well as in the status bar
             return
         self._show_problem("")
+        use_settings(s)  # instant: the pool unloads any surplus in its own thread
         self.ctx.status("Settings saved.")
         if s.embedder.mode != "standard":
             self.prepare_embedder()
