@@ -24,6 +24,8 @@ class StreamEvent:
     first_token_s: float | None = None
     total_s: float | None = None
     tokens_per_s: float | None = None
+    #: on the done event: something the user should know about the answer (a cut prompt)
+    warning: str | None = None
 
 
 @dataclass
@@ -52,6 +54,8 @@ class BackendInfo:
     format_reason: str
     has_template: bool
     details: dict[str, Any] = field(default_factory=dict)
+    #: token counts come from the model's own vocabulary; False: estimates (the meter shows ≈)
+    exact_counts: bool = True
 
 
 class ChatBackend(Protocol):

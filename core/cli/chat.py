@@ -19,7 +19,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="the message ('-': standard input; omitted: an interactive chat)")
     parser.add_argument("--system", "-s", metavar="S", help="system prompt")
     parser.add_argument("--format", "-f", metavar="F", default=None,
-                        help="llama2, codellama, codellama70b, model (default: picked from the model)")
+                        help="llama2, codellama, codellama70b, model, raw (plain completion for a base "
+                             "model) (default: picked from the model)")
     parser.add_argument("--max-tokens", "-n", type=int, metavar="N")
     parser.add_argument("--temperature", "-t", type=float, metavar="T")
     parser.add_argument("--top-p", type=float, metavar="P")
@@ -152,7 +153,7 @@ def _turn(session: Any, text: str, args: argparse.Namespace) -> int:
         if final is not None:
             out.update({k: getattr(final, k) for k in (
                 "model", "format", "prompt_tokens", "completion_tokens", "tokens_per_s",
-                "first_token_s", "total_s", "finish_reason", "citations")})
+                "first_token_s", "total_s", "finish_reason", "citations", "warning")})
         print_json(out)
     elif final is not None:
         sys.stdout.write("\n")
@@ -161,6 +162,8 @@ def _turn(session: Any, text: str, args: argparse.Namespace) -> int:
         line = stats_line(final)
         if line:
             print(line, file=sys.stderr)
+        if final.warning:
+            print(f"warning: {final.warning}", file=sys.stderr)
     return 3 if blocked else 0
 
 

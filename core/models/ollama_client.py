@@ -5,7 +5,8 @@ no answer in time -> BackendTimeout; 503 and other statuses -> BackendError(stat
 an ``{"error": ...}`` line or a dropped connection in the middle of a reply ->
 StreamInterrupted with the text that had arrived in ``partial`` (a stall after some text is
 treated the same way, so nothing already shown is lost). ``cancel()`` (from any thread) stops
-the client's streams; they raise Cancelled.
+the client's streams at once, also one the server has not begun to answer (its connection is
+closed); they raise Cancelled. The records it returns are in ``ollama_records``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import contextlib
 import socket
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import (
@@ -28,93 +28,15 @@ from core.errors import (
     StreamInterrupted,
 )
 from core.models.ollama_host import resolve_host
+from core.models.ollama_records import (
+    LoadedModel,
+    OllamaChunk,
+    OllamaModel,
+    OllamaModelDetails,
+    PullProgress,
+)
 
 QUICK_TIMEOUT_S = 30.0  # list/show/ps/version/delete: answers that need no model load
-
-
-@dataclass
-class OllamaModel:
-    """One row of ``/api/tags``."""
-
-    name: str
-    size: int = 0
-    digest: str = ""
-    modified_at: str = ""
-    family: str = ""
-    parameter_size: str = ""
-    quantization: str = ""
-    format: str = ""
-
-
-@dataclass
-class OllamaModelDetails:
-    """What ``/api/show`` tells: the Modelfile parts, details and GGUF metadata."""
-
-    name: str
-    modelfile: str = ""
-    template: str = ""
-    system: str = ""
-    parameters: str = ""
-    license: str = ""
-    family: str = ""
-    parameter_size: str = ""
-    quantization: str = ""
-    model_info: dict[str, Any] = field(default_factory=dict)
-    capabilities: list[str] = field(default_factory=list)
-
-    @property
-    def context_length(self) -> int | None:
-        for key, value in self.model_info.items():
-            if key.endswith(".context_length") and isinstance(value, int):
-                return value
-        return None
-
-
-@dataclass
-class LoadedModel:
-    """One row of ``/api/ps``."""
-
-    name: str
-    size: int = 0
-    size_vram: int = 0
-    context_length: int | None = None
-    expires_at: str = ""
-
-
-@dataclass
-class PullProgress:
-    """One progress line of a pull; ``fraction`` is over all layers seen so far."""
-
-    status: str
-    digest: str = ""
-    total: int = 0
-    completed: int = 0
-    fraction: float | None = None
-    done: bool = False
-
-
-@dataclass
-class OllamaChunk:
-    """One piece of a streamed reply; the last one has ``done`` and the statistics."""
-
-    text: str = ""
-    done: bool = False
-    done_reason: str | None = None
-    thinking: str = ""
-    prompt_eval_count: int | None = None
-    eval_count: int | None = None
-    eval_duration_ns: int | None = None
-    prompt_eval_duration_ns: int | None = None
-    total_duration_ns: int | None = None
-    load_duration_ns: int | None = None
-    #: token log-probabilities when requested (logprobs=True) and the server sends them
-    logprobs: list[Any] | None = None
-
-    @property
-    def tokens_per_second(self) -> float | None:
-        if self.eval_count and self.eval_duration_ns:
-            return self.eval_count / self.eval_duration_ns * 1e9
-        return None
 
 
 class OllamaClient:
@@ -127,8 +49,9 @@ class OllamaClient:
         self.read_timeout = read_timeout
         self._clients: dict[float, Any] = {}
         self._lock = threading.Lock()
-        self._sockets: list[Any] = []  # of in-flight streamed responses, for cancel()
+        self._sockets: list[Any] = []  # of this client's open connections, for cancel()
         self._generation = 0  # bumped by cancel(); a stream started earlier then stops
+        self._started = threading.local()  # .generation: when this thread's stream began
 
     @classmethod
     def from_settings(cls, settings: Any) -> OllamaClient:
@@ -147,7 +70,7 @@ class OllamaClient:
             timeout = httpx.Timeout(read_timeout, connect=self.connect_timeout)
             client = ollama.Client(host=self.host, timeout=timeout,
                                    trust_env=not self._loopback(),
-                                   event_hooks={"response": [self._on_response]})
+                                   event_hooks={"request": [self._on_request]})
             self._clients[read_timeout] = client
         return client
 
@@ -161,26 +84,38 @@ class OllamaClient:
     def _quick(self) -> float:
         return min(self.read_timeout, QUICK_TIMEOUT_S)
 
-    def _on_response(self, response: Any) -> None:
-        stream = response.extensions.get("network_stream")
+    def _on_request(self, request: Any) -> None:
+        # httpcore reports each new connection to a "trace" callback, so the socket is known
+        # before any answer comes: cancel() can cut a request Ollama has not answered yet
+        # (it sends nothing while it loads the model and reads the prompt).
+        request.extensions["trace"] = self._trace
+
+    def _trace(self, event: str, info: Mapping[str, Any]) -> None:
+        if event not in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            return
+        stream = info.get("return_value")
         sock = stream.get_extra_info("socket") if stream is not None else None
-        if sock is not None:
-            with self._lock:
-                self._sockets = [s for s in self._sockets if s.fileno() != -1][-16:]
-                self._sockets.append(sock)
+        if sock is None:
+            return
+        with self._lock:
+            self._sockets = [s for s in self._sockets if s.fileno() != -1]
+            self._sockets.append(sock)
+            began = getattr(self._started, "generation", None)
+            late = began is not None and began != self._generation
+        if late:  # cancelled while this thread's stream was connecting
+            _shut(sock)
 
     def cancel(self) -> None:
         """Stop every stream of this client now (any thread): they raise Cancelled.
 
         The sockets are shut down, so the server sees the client go away (Ollama stops a
-        pull or a generation when its client disconnects).
+        pull or a generation when its client disconnects), also before it has answered.
         """
         with self._lock:
             self._generation += 1
             sockets, self._sockets = self._sockets, []
         for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+            _shut(sock)
 
     def close(self) -> None:
         for client in self._clients.values():
@@ -334,7 +269,7 @@ class OllamaClient:
         seen: list[str] = []
         finished = False
         stream = None
-        generation = self._generation
+        generation = self._started.generation = self._generation
         try:
             stream = make()
             for part in stream:
@@ -352,6 +287,7 @@ class OllamaClient:
             raise self._map(exc, model=model, partial="".join(seen),
                             timeout=self.read_timeout) from exc
         finally:
+            self._started.generation = None
             if stream is not None and hasattr(stream, "close"):
                 stream.close()  # closes the HTTP response: a cancelled pull stops at once
         if keep_text and not finished:
@@ -434,6 +370,13 @@ class OllamaClient:
             last = str(part.status or "")
         if last != "success":
             raise BackendError(f"creating {model} did not finish (last status: {last!r})")
+
+
+def _shut(sock: Any) -> None:
+    # socket.socket's own shutdown: an SSLSocket's would drop its TLS state under the thread
+    # that is reading it
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 def _text_of(part: Any) -> str:

@@ -282,3 +282,28 @@ def test_cancel_from_another_thread_stops_a_waiting_pull(fake) -> None:
     gate.set()
     assert not server.has_model("big")
     assert client.version()  # the client still works afterwards
+
+
+def test_cancel_cuts_a_request_the_server_has_not_answered(fake) -> None:
+    from core.errors import Cancelled
+
+    client, server = fake
+    client.read_timeout = 60  # the cancel, not a timeout, must end it
+    server.script_chat(["late"], hold=True)  # no headers until the client hangs up
+    failed: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            list(client.chat(MODEL, HI))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            failed.append(exc)
+
+    reader = threading.Thread(target=consume, daemon=True)
+    reader.start()
+    while not server.requests_to("/api/chat") and reader.is_alive():
+        reader.join(0.01)
+    client.cancel()
+    reader.join(20)
+    assert not reader.is_alive() and len(failed) == 1 and isinstance(failed[0], Cancelled)
+    assert server.hung_up.wait(20) and server.hangups == ["/api/chat"]
+    assert "".join(c.text for c in client.chat(MODEL, HI)) == server.reply  # works after
