@@ -159,3 +159,31 @@ def make_tiny_gguf(
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+def make_tiny_lora(path: str | Path, *, word: str = SPM_SPACE + "llama", rank: int = 4,
+                   n_embd: int = 64, n_in: int | None = None) -> Path:
+    """Write a LoRA adapter GGUF for the tiny model: its update to ``output.weight`` adds the
+    constant hidden channel to the logit of ``word``, so greedy decoding with the adapter
+    always picks that word. ``n_in`` other than ``n_embd`` writes shapes that do not fit the
+    model (an adapter llama.cpp refuses)."""
+    import gguf
+    import numpy as np
+
+    path = Path(path)
+    tokens = build_vocab()[0]
+    lora_a = np.zeros((rank, n_in or n_embd), dtype=np.float32)  # ggml: [n_in, rank]
+    lora_a[0, 0] = 1.0  # reads the constant channel
+    lora_b = np.zeros((len(tokens), rank), dtype=np.float32)  # ggml: [rank, n_vocab]
+    lora_b[tokens.index(word), 0] = 100.0
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_type(gguf.GGUFType.ADAPTER)
+    w.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    w.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(rank))  # scale alpha / rank = 1
+    w.add_tensor("output.weight.lora_a", lora_a)
+    w.add_tensor("output.weight.lora_b", lora_b)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path

@@ -40,6 +40,7 @@ class ModelEntry:
     digest: str = ""  # sha256 hex (imported files, store blobs) or the Ollama manifest digest
     problem: str | None = None
     also: list[str] = field(default_factory=list)  # other refs for the same model
+    adapter: str = ""  # digest of the LoRA adapter layer (store models made with ADAPTER)
 
     @property
     def source_label(self) -> str:
@@ -96,7 +97,8 @@ def gguf_info(path: str | Path) -> GGUFInfo:
 def engine_loaded_paths() -> set[str]:
     """GGUF paths that an engine of this process's pool has loaded."""
     pool = sys.modules.get("core.models.pool")  # never start the engine just to look
-    return pool.loaded_paths() if pool is not None else set()
+    loaded = getattr(pool, "loaded_paths", None)  # None too while another thread imports it
+    return set(loaded()) if loaded is not None else set()
 
 
 def _gguf_fields(entry: ModelEntry, path: Path) -> None:
@@ -155,11 +157,13 @@ def collect(settings: Settings, *, client: OllamaClient | None = None,
             if twin is not None and twin.digest == sm.manifest_digest and not sm.problems:
                 twin.also.append(f"store:{sm.short_name}")
                 twin.path = str(path) if path else None
+                twin.adapter = sm.adapter.digest if sm.adapter else ""
                 continue
             row = ModelEntry(ref=f"store:{sm.short_name}", name=sm.short_name, source="store",
                              family=sm.family, parameter_size=sm.parameter_size,
                              quantization=sm.quantization, file_size=sm.size,
                              path=str(path) if path else None,
+                             adapter=sm.adapter.digest if sm.adapter else "",
                              digest=layer.digest.split(":", 1)[-1] if layer else "")
             if sm.problems:
                 row.problem = "; ".join(sm.problems)

@@ -8,7 +8,6 @@ are actually left before anything is allocated, so a hostile or damaged file cos
 from __future__ import annotations
 
 import hashlib
-import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -94,6 +93,8 @@ class GGUFInfo:
     data_size: int  # bytes of tensor data the tensor table declares
     parameter_count: int
     tensor_types: dict[str, int] = field(default_factory=dict)  # type name -> tensor count
+    #: the tensor table (shapes in ggml order: ne[0] first)
+    tensors: list[TensorInfo] = field(default_factory=list, repr=False)
 
     # --- the fields people ask for -----------------------------------------------------
 
@@ -353,7 +354,7 @@ def _parse(r: _Reader, check_size: bool) -> GGUFInfo:
     info = GGUFInfo(path=r.path, version=version, tensor_count=n_tensors, kv_count=n_kv,
                     metadata=metadata, array_lengths=lengths, file_size=r.size,
                     data_offset=data_offset, data_size=data_size, parameter_count=params,
-                    tensor_types=types)
+                    tensor_types=types, tensors=tensors)
     if check_size:
         check_complete(info)
     return info
@@ -422,55 +423,18 @@ def sha256_file(path: str | Path, progress: Callable[[int, int], None] | None = 
     return digest.hexdigest()
 
 
-_DUNDER = re.compile(r"""(\.|\[\s*['"]|\|\s*attr\(\s*['"])_\w*_\b""")
-
-
 def template_problem(template: str | None, *, timeout_s: float = 2.0) -> str | None:
-    """Why a model's chat template is unsafe, or None (FORMATS 6.5, CVE-2024-34359).
+    """Why a model's chat template is unsafe ("it recurses without end"), or None (FORMATS 6.5,
+    CVE-2024-34359).
 
-    Unsafe: it reaches for Python internals (``.__class__``, ``attr('__globals__')`` ...),
-    the Jinja ImmutableSandboxedEnvironment refuses it while rendering a short conversation,
-    it exhausts resources, or it takes longer than ``timeout_s``. A template that merely
-    fails on our sample conversation (``raise_exception`` ...) is not reported.
+    The check is the chat renderer itself (core.prompts.template): the same sandbox, limits
+    and reasons, rendering a short sample conversation in the calling thread within
+    ``timeout_s``, so a template that loops forever leaves nothing running. A template that
+    merely fails on the sample conversation (``raise_exception`` ...) is not reported.
     """
     if not template:
         return None
-    match = _DUNDER.search(template)
-    if match:
-        return f"it reaches for Python internals ({match.group(0).strip()!r})"
-    import threading
+    from core.prompts.template import refusal_reason
 
-    from jinja2 import TemplateError
-    from jinja2.exceptions import SecurityError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    result: list[str | None] = []
-
-    def render() -> None:
-        def raise_exception(message: str) -> None:
-            raise TemplateError(message)
-
-        try:
-            env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-            env.globals["raise_exception"] = raise_exception
-            text = env.from_string(template).render(
-                messages=[{"role": "system", "content": "Be brief."},
-                          {"role": "user", "content": "Hello"},
-                          {"role": "assistant", "content": "Hi"},
-                          {"role": "user", "content": "How are you?"}],
-                bos_token="<s>", eos_token="</s>", add_generation_prompt=True,
-            )
-            result.append(None if len(text) < 1_000_000 else "it renders absurdly long output")
-        except SecurityError as exc:
-            result.append(f"it tries to escape the template sandbox ({exc})")
-        except (OverflowError, MemoryError, RecursionError) as exc:
-            result.append(f"it tries to use too many resources ({type(exc).__name__}: {exc})")
-        except Exception:  # an ordinary template error is not a security problem
-            result.append(None)
-
-    worker = threading.Thread(target=render, name="template-check", daemon=True)
-    worker.start()
-    worker.join(timeout_s)
-    if worker.is_alive():
-        return f"it takes more than {timeout_s:g} s to render"
-    return result[0] if result else None
+    reason = refusal_reason(template, time_limit_s=timeout_s)
+    return None if reason is None else f"it {reason}"

@@ -162,6 +162,31 @@ class StoreModel:
                                           "(newer Ollama model formats cannot run in llama.cpp)")
         return layer.path
 
+    @property
+    def adapter(self) -> StoreLayer | None:
+        """The LoRA adapter layer (``ollama create`` with ADAPTER), if the model has one."""
+        return self.layer("adapter")
+
+    def adapter_path(self) -> Path | None:
+        """The LoRA GGUF llama.cpp must apply over the model (None: the model has none), or
+        ModelFileDamaged naming the adapter when it cannot be applied: its blob missing or
+        damaged, not a LoRA adapter for this model (core.models.lora), or more than one."""
+        from core.models.lora import check_lora
+
+        layers = [la for la in self.layers if la.kind == "adapter"]
+        if not layers:
+            return None
+        if len(layers) > 1:
+            raise ModelFileDamaged(f"Ollama model {self.short_name}",
+                                   f"it has {len(layers)} LoRA adapters; llama.cpp in Corral "
+                                   "applies one (run it through the Ollama server instead)")
+        layer = layers[0]
+        where = f"the LoRA adapter {layer.digest[:19]}… of Ollama model {self.short_name}"
+        if layer.path is None:
+            raise ModelFileDamaged(where, layer.problem or "its blob is unusable")
+        check_lora(layer.path, self.gguf_path(), where)
+        return layer.path
+
     def text(self, kind: str) -> str | None:
         """Contents of a text layer (template, system, params, license, messages)."""
         texts = []

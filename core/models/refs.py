@@ -43,6 +43,9 @@ class ResolvedModel:
     source: Literal["ollama", "store", "gguf", "imported"]
     ref: str  # the canonical reference text
     host: str | None = None  # the Ollama base URL ('ollama')
+    #: a LoRA adapter GGUF that must be applied over ``path`` ('store' models made with
+    #: ADAPTER); whoever runs ``path`` without it runs another model
+    adapter: Path | None = None
 
 
 def _looks_like_path(text: str) -> bool:
@@ -77,7 +80,8 @@ def resolve(ref: ModelRef | str, settings: Settings) -> ResolvedModel:
     """Turn a reference into what runs it. Raises ModelNotFound / ModelFileDamaged.
 
     Cheap: nothing is loaded and the Ollama server is not contacted (its errors come when the
-    model is used); for the store, the manifest and blob are checked.
+    model is used); for the store, the manifest and blobs are checked, and an adapter layer
+    that cannot be applied is refused (ModelFileDamaged naming it), never dropped.
     """
     r = parse_ref(ref) if isinstance(ref, str) else ref
     if r.kind == "ollama":
@@ -96,9 +100,11 @@ def resolve(ref: ModelRef | str, settings: Settings) -> ResolvedModel:
                 hint="Set the store folder in Settings, or set OLLAMA_MODELS.")
         model = store.find(r.name)
         path = model.gguf_path()
+        adapter = model.adapter_path()
+        how = "llama.cpp with its LoRA adapter" if adapter else "llama.cpp"
         return ResolvedModel("gguf", model.short_name, path,
-                             f"{model.short_name} (Ollama store, llama.cpp)", "store",
-                             f"store:{model.short_name}")
+                             f"{model.short_name} (Ollama store, {how})", "store",
+                             f"store:{model.short_name}", adapter=adapter)
     if r.path is not None:
         path = r.path
         if not path.is_file():

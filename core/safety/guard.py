@@ -296,6 +296,10 @@ class GuardService:
 
             settings = self._settings
             resolved = resolve(self.guard_model, settings)
+            if resolved.adapter is not None:  # never check with the base model instead
+                raise CorralError(f"the guard model {self.guard_model} has a LoRA adapter, "
+                                  "which the guard cannot apply",
+                                  hint="Use it as ollama:NAME, or pick another guard model.")
             if resolved.kind == "ollama":
                 from core.models.ollama_client import OllamaClient
 
