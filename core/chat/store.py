@@ -1,13 +1,17 @@
 """Chat history in SQLite (WAL) under the data dir: conversations and their messages.
 
 An answer's row is written when it starts streaming and updated as text arrives, so a killed
-app loses at most what streamed since the last update; on the next start such rows are
-marked interrupted and keep their partial text.
+app loses at most what streamed since the last update. A streaming row records the process
+writing it (``owner``: host, pid and the process's start time); whenever a store opens, the
+streaming rows whose process is gone are marked interrupted and keep their partial text, so
+``corral chat`` beside the window never touches the window's live answer.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import threading
 import time
@@ -50,6 +54,7 @@ CREATE TABLE IF NOT EXISTS messages (
     interrupted INTEGER NOT NULL DEFAULT 0,
     error TEXT NOT NULL DEFAULT '',
     warning TEXT NOT NULL DEFAULT '',
+    owner TEXT NOT NULL DEFAULT '',
     verdict TEXT,
     citations TEXT,
     created REAL NOT NULL,
@@ -60,7 +65,11 @@ CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id,
 #: columns added since the first schema: (table, column, definition), added where missing
 _ADDED_COLUMNS = (
     ("messages", "warning", "TEXT NOT NULL DEFAULT ''"),
+    ("messages", "owner", "TEXT NOT NULL DEFAULT ''"),
 )
+#: a streaming row of another machine (a history on a shared folder) is taken as abandoned
+#: when nothing was written to it for this long; this machine's rows are checked exactly
+OTHER_HOST_STALE_S = 3600.0
 
 _JSON_FIELDS = ("params", "verdict", "citations")
 
@@ -101,13 +110,71 @@ class ChatMessage:
     interrupted: bool = False
     error: str = ""
     warning: str = ""  #: something the user should know about a finished answer
+    owner: str = ""  #: the process that streamed it: "host:pid:start" (see process_owner)
     verdict: dict[str, Any] | None = None
     citations: list[dict[str, Any]] | None = None
     created: float = 0.0
     updated: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        """The message for exports: without ``owner`` (bookkeeping that names this machine)."""
+        return {k: v for k, v in self.__dict__.items() if k != "owner"}
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields 3 on of /proc/PID/stat (state first; start time at index 19, in clock ticks
+    since boot), or None where there is no such file (gone, or not Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()  # the name in parentheses may hold spaces
+    return fields if len(fields) > 19 else None
+
+
+def process_owner() -> str:
+    """This process as the owner of the rows it streams: ``host:pid:start``, the start time
+    telling a reused pid from this process where the system says it (Linux), else empty."""
+    stat = _proc_stat(os.getpid())
+    return f"{socket.gethostname()}:{os.getpid()}:{stat[19] if stat else ''}"
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill would terminate the process there
+        import ctypes
+
+        kernel = ctypes.windll.kernel32  # type: ignore[attr-defined,unused-ignore]
+        handle = kernel.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return False
+        code = ctypes.c_ulong()
+        kernel.GetExitCodeProcess(handle, ctypes.byref(code))
+        kernel.CloseHandle(handle)
+        return code.value == 259  # STILL_ACTIVE
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def owner_alive(owner: str, updated: float, now: float) -> bool:
+    """Whether the process that owns a streaming row may still be writing it: on this host,
+    the pid is alive (not a zombie) and started when the row says; on another host, the row
+    was written within OTHER_HOST_STALE_S. A row without an owner (an older Corral) is not."""
+    parts = owner.rsplit(":", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
+        return False
+    host, pid, start = parts[0], int(parts[1]), parts[2]
+    if host != socket.gethostname():
+        return now - updated < OTHER_HOST_STALE_S
+    stat = _proc_stat(pid)
+    if stat is None:
+        return _pid_alive(pid) if not start else False
+    return stat[0] != "Z" and (not start or stat[19] == start)
 
 
 def default_path() -> Path:
@@ -157,16 +224,18 @@ class HistoryStore:
             self._db.close()
 
     def recover(self, *, older_than_s: float = 0.0) -> int:
-        """Mark answers left streaming by a killed app as interrupted (they keep their text)."""
-        cutoff = time.time() - older_than_s
+        """Mark answers left streaming by a process that is gone as interrupted (they keep
+        their text); rows a live process is still writing are left alone."""
+        now = time.time()
         with self._tx() as db:
-            cur = db.execute(
+            rows = db.execute("SELECT id, owner, updated FROM messages WHERE streaming=1 "
+                              "AND updated <= ?", (now - older_than_s,)).fetchall()
+            gone = [(r["id"],) for r in rows if not owner_alive(r["owner"], r["updated"], now)]
+            db.executemany(
                 "UPDATE messages SET streaming=0, interrupted=1, "
                 "error=CASE WHEN error='' THEN 'the app stopped while this answer streamed' "
-                "ELSE error END WHERE streaming=1 AND updated <= ?",
-                (cutoff,),
-            )
-            return cur.rowcount
+                "ELSE error END WHERE id=? AND streaming=1", gone)
+            return len(gone)
 
     # --- conversations ---------------------------------------------------------------
 
@@ -250,6 +319,8 @@ class HistoryStore:
     def add_message(self, cid: int, role: str, content: str = "", **fields: Any) -> ChatMessage:
         now = time.time()
         cols = {"role": role, "content": content, **fields}
+        if cols.get("streaming"):
+            cols.setdefault("owner", process_owner())
         for key in _JSON_FIELDS:
             if key in cols and cols[key] is not None:
                 cols[key] = json.dumps(cols[key])

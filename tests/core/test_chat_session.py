@@ -299,6 +299,7 @@ def test_rename_search_delete_and_export(backend) -> None:
     assert md.startswith("# Shirts") and "## You" in md and "tokens/s" in md
     data = json.loads(to_json(store, cid))
     assert data["messages"][1]["role"] == "assistant" and data["conversation"]["model"] == "tiny"
+    assert store.messages(cid)[1].owner and "owner" not in data["messages"][1]  # no host names
     store.delete_conversation(cid)
     assert store.conversations() == []
 
