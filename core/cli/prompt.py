@@ -1,12 +1,17 @@
-"""`corral prompt`: print the exact prompt string a format produces for a JSON conversation."""
+"""`corral prompt`: print the exact prompt string a format produces for a JSON conversation,
+and with ``--model`` its token count by the model's own vocabulary (no weights loaded)."""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.cli._common import load_settings, print_json, read_json_input
 from core.errors import CorralError
+
+if TYPE_CHECKING:
+    from core.chat.backends import ChatBackend
+    from core.config import Settings
 
 HELP = "print the exact prompt string a format produces"
 
@@ -15,10 +20,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE|-",
                         help='a JSON list of {"role", "content"} messages ("-": standard input)')
     parser.add_argument("--format", "-f", required=True, metavar="FORMAT",
-                        help="llama2, codellama (the same format), codellama70b, or model "
-                             "(the model's own template; needs --model)")
+                        help="llama2, codellama (the same format), codellama70b, model "
+                             "(the model's own template; needs --model) or raw (plain "
+                             "completion for base models: the text as written)")
     parser.add_argument("--model", "-m", metavar="REF",
-                        help="also count tokens with this model's own tokenizer")
+                        help="also count tokens with this model's own vocabulary (read alone: "
+                             "the weights are not loaded)")
     parser.add_argument("--defuse-tags", action="store_true",
                         help="defuse control tags found in messages instead of refusing them")
     parser.add_argument("--ollama", action="store_true",
@@ -32,6 +39,26 @@ def _messages(raw: Any) -> list[Any]:
     if not isinstance(raw, list):
         raise CorralError('the input must be a JSON list of {"role", "content"} messages')
     return raw
+
+
+def counting_backend(ref: str, settings: Settings) -> ChatBackend:
+    """The backend that renders and counts for ``ref``: a GGUF through a vocabulary-only
+    engine (tokenizer and template, no weights), or the Ollama server."""
+    from pathlib import Path
+
+    from core.chat.llama_backend import LlamaCppBackend
+    from core.chat.open import open_backend
+    from core.errors import ModelNotFound
+    from core.models.pool import engine_pool
+    from core.models.refs import parse_ref, resolve
+
+    resolved = resolve(parse_ref(ref), settings)
+    if resolved.kind == "ollama":
+        return open_backend(ref, settings)
+    if resolved.path is None or not Path(resolved.path).exists():
+        raise ModelNotFound(f"the model file for {ref!r} is missing: {resolved.path}")
+    engine = engine_pool().engine(resolved.path, role="vocab")
+    return LlamaCppBackend(resolved.path, engine=engine, display=resolved.display or ref)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,10 +76,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from core.chat.llama_backend import LlamaCppBackend
     from core.chat.ollama_backend import OllamaBackend
-    from core.chat.open import open_backend
     from core.prompts.base import as_messages
 
-    backend = open_backend(args.model, load_settings())
+    backend = counting_backend(args.model, load_settings())
     msgs = as_messages(messages)
     if isinstance(backend, OllamaBackend) and fmt == "model":
         raise CorralError("Ollama renders its own template for the 'model' format; "

@@ -38,7 +38,8 @@ class Segment:
     ``special``: one special token, named by its text (``<s>``, ``</s>``, ``<step>``).
     ``text``: plain text tokenized with special-token parsing off, in its own tokenize call
     (that is how Meta's reference encodes each piece). ``dummy_prefix`` False means the
-    reference encodes it without SentencePiece's leading-space prefix (Code Llama 70B).
+    reference encodes it without SentencePiece's leading-space prefix (Code Llama 70B); None
+    means as the model's own tokenizer does on its own (the ``raw`` format).
     ``markup``: trusted template output, tokenized with special-token parsing on.
     ``display`` is how the piece appears in the display string.
     """
@@ -46,7 +47,7 @@ class Segment:
     kind: SegmentKind
     text: str
     display: str
-    dummy_prefix: bool = True
+    dummy_prefix: bool | None = True
 
 
 @dataclass(frozen=True)

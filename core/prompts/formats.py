@@ -18,6 +18,7 @@ from core.prompts.base import (
 )
 from core.prompts.codellama70b import render_codellama70b
 from core.prompts.llama2 import render_llama2
+from core.prompts.raw import render_raw
 
 #: name -> one line for people (the CLI and the format picker show these)
 FORMATS: dict[str, str] = {
@@ -25,6 +26,8 @@ FORMATS: dict[str, str] = {
     "codellama": "Code Llama 7B/13B/34B Instruct (the same format as llama2)",
     "codellama70b": "Code Llama 70B Instruct, Meta's reference turn format",
     "model": "the model's own chat template (GGUF metadata, or Ollama's template)",
+    "raw": "plain completion for base models: the text as written, no tags; a conversation's "
+           "messages joined with a blank line between them",
 }
 
 
@@ -42,7 +45,8 @@ class ModelTemplate:
 def normalise_format(name: str) -> str:
     key = (name or "").strip().lower().replace("-", "").replace("_", "")
     aliases = {"llama2": "llama2", "llama2chat": "llama2", "codellama": "llama2",
-               "codellama70b": "codellama70b", "model": "model", "template": "model"}
+               "codellama70b": "codellama70b", "model": "model", "template": "model",
+               "raw": "raw", "plain": "raw"}
     if key not in aliases:
         raise PromptFormatError(
             f"unknown prompt format {name!r}; choose one of: " + ", ".join(FORMATS)
@@ -57,11 +61,16 @@ def render(
     tags: TagPolicy = "refuse",
     for_ollama: bool = False,
     template: ModelTemplate | None = None,
+    bos: str | None = None,
 ) -> RenderedPrompt:
     """Render ``messages`` in a format. ``for_ollama`` also builds the raw-mode string and
-    checks the tags Ollama would parse as special tokens."""
+    checks the tags Ollama would parse as special tokens. ``template``: the model's own
+    (the ``model`` format); ``bos``: the model's BOS text when its tokenizer adds one (the
+    ``raw`` format starts with it)."""
     msgs = as_messages(messages)
     fmt = normalise_format(format_name)
+    if fmt == "raw":
+        return render_raw(msgs, bos=bos, tags=tags, for_ollama=for_ollama)
     if fmt == "llama2":
         return render_llama2(msgs, tags=tags, for_ollama=for_ollama)
     if fmt == "codellama70b":
@@ -69,7 +78,7 @@ def render(
     if template is None:
         raise PromptFormatError(
             "the 'model' format needs the model's own chat template, and this model has none",
-            hint="Choose the llama2 or codellama70b format.",
+            hint="Choose the raw format for a base model, or llama2 or codellama70b.",
         )
     return render_model_template(msgs, template, tags=tags)
 
@@ -122,6 +131,7 @@ class PromptTokenizer:
         flag = str(meta.get("tokenizer.ggml.add_space_prefix", "")).lower()
         self._space_prefix: bool | None = {"true": True, "false": False}.get(flag)
         self._special_ids: dict[str, int] = {}
+        self._bos_text: str | None = None
 
     @property
     def adds_space_prefix(self) -> bool:
@@ -136,6 +146,10 @@ class PromptTokenizer:
             return self.bos
         if text == "</s>":
             return self.eos
+        if self._bos_text is None:  # the model's own BOS text (the raw format writes it)
+            self._bos_text = self.tok.token_pieces([self.bos])[0].decode("utf-8", "replace")
+        if text == self._bos_text:
+            return self.bos
         if text not in self._special_ids:
             ids = self.tok.tokenize(text, add_bos=False, special=True)
             if len(ids) != 1:
@@ -152,6 +166,8 @@ class PromptTokenizer:
         if seg.kind == "markup":
             return self.tok.tokenize(seg.text, add_bos=False, special=True)
         text = seg.text
+        if seg.dummy_prefix is None:  # as the tokenizer does on its own (the raw format)
+            return self.tok.tokenize(text, add_bos=False, special=False)
         if seg.dummy_prefix and not self.adds_space_prefix:
             text = " " + text
         if seg.dummy_prefix or not self.adds_space_prefix:
@@ -176,26 +192,44 @@ class PromptTokenizer:
 # --- picking a format for a model ---------------------------------------------------------
 
 
+#: words in a model's name or metadata that say it was tuned to chat or follow instructions
+_CHAT_WORDS = ("chat", "instruct")
+
+
+def _says_llama2_chat(compact: str) -> bool:
+    """Llama 2 Chat or Code Llama Instruct (7B/13B/34B), by name: both use the llama2 format."""
+    llama2 = any(k in compact for k in ("llama2", "llamav2", "codellama"))
+    return llama2 and any(w in compact for w in _CHAT_WORDS)
+
+
 def pick_format(
     *,
     name: str = "",
     family: str = "",
     template: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> tuple[str, str]:
-    """(format, reason) for a model, from its name, family and chat template (Jinja or Go)."""
-    low_name = name.lower().replace("_", "-")
+    """(format, reason) for a model, from its name, chat template (Jinja or Go) and GGUF
+    metadata (general.name, basename, finetune). ``family`` (llama ...) is accepted but says
+    nothing about chat tuning: base and chat models share it.
+
+    A model without a chat template whose name and metadata do not say Llama 2 Chat or Code
+    Llama Instruct is a base model: it gets plain completion (``raw``), never [INST] tags it
+    was not trained on."""
+    meta = metadata or {}
+    words = [name, *(str(meta.get(f"general.{k}") or "") for k in ("name", "basename", "finetune"))]
+    compact = " ".join(words).lower().replace("_", "").replace("-", "").replace(" ", "")
+    compact = compact.replace(".", "")
     tpl = template or ""
     if "Source: assistant" in tpl and "<step>" in tpl:
         return "codellama70b", "its chat template is Code Llama 70B's turn format"
     if "[INST]" in tpl and "<<SYS>>" in tpl:
         return "llama2", "its chat template is the Llama 2 [INST] format"
-    compact = low_name.replace("-", "").replace(" ", "")
-    if "codellama" in compact and "70b" in compact and ("instruct" in compact or not tpl):
+    if "codellama" in compact and "70b" in compact and "instruct" in compact:
         return "codellama70b", "it is named Code Llama 70B Instruct"
-    if any(k in compact for k in ("llama2", "codellama")) and not tpl:
-        return "llama2", "it is a Llama 2 / Code Llama model"
     if tpl:
         return "model", "it ships its own chat template"
-    if family.lower() in ("llama", "llama2", "codellama") or "llama" in compact:
-        return "llama2", "it is a llama-family model without a chat template"
-    return "llama2", "nothing better is known about it"
+    if _says_llama2_chat(compact):
+        return "llama2", "it is a Llama 2 Chat / Code Llama Instruct model without a chat template"
+    return "raw", ("it has no chat template and its name does not say Llama 2 Chat or Code "
+                   "Llama Instruct: a base model, so plain completion")

@@ -61,3 +61,23 @@ def test_similarity_json_matrix_is_the_cosine_of_the_embedder_vectors(capsys) ->
     np.testing.assert_allclose(np.array(out["matrix"]), v @ v.T, atol=1e-5)
     rc = run_subcommand("similarity", [*texts, "--metric", "manhattan", "--csv"])
     assert rc == 0 and capsys.readouterr().out.startswith(",The cat sits on the mat.")
+
+
+def test_prompt_raw_format_prints_the_text_as_written(capsys, tmp_path) -> None:
+    conv = tmp_path / "c.json"
+    conv.write_text(json.dumps([{"role": "system", "content": "Notes:"},
+                                {"role": "user", "content": "The capital of France is"}]))
+    assert run_subcommand("prompt", [str(conv), "--format", "raw"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"prompt": "Notes:\n\nThe capital of France is"}
+    conv.write_text(json.dumps([{"role": "user", "content": ""}]))
+    assert run_subcommand("prompt", [str(conv), "--format", "raw"]) == 1
+    err = capsys.readouterr().err
+    assert "the conversation is empty" in err and "Traceback" not in err
+
+
+def test_prompt_count_names_a_missing_model_in_one_sentence(capsys, tmp_path) -> None:
+    conv = tmp_path / "c.json"
+    conv.write_text(json.dumps([{"role": "user", "content": "hi"}]))
+    assert run_subcommand("prompt", [str(conv), "-f", "raw", "-m", "missing-model.gguf"]) == 1
+    err = capsys.readouterr().err
+    assert "no such model file" in err and len(err.strip().splitlines()) == 1

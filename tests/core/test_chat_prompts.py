@@ -4,6 +4,7 @@ control-tag injection, and the sandbox around a model's own chat template."""
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from core.errors import PromptFormatError, UnsafeTemplate
 from core.prompts.base import WORD_JOINER
-from core.prompts.formats import ModelTemplate, normalise_format, pick_format, render
+from core.prompts.formats import FORMATS, ModelTemplate, normalise_format, pick_format, render
 from core.prompts.template import render_chat_template
 from tools.tiny_gguf import LLAMA2_CHAT_TEMPLATE
 
@@ -209,7 +210,7 @@ def test_template_raise_exception_becomes_a_format_error() -> None:
     ("{{ ''|attr('__cla' ~ 'ss__') }}", "internals"),
     ("{{ messages['__len__'] }}", "internals"),
     ("{{ messages.append(1) }}", "sandbox"),
-    ("{% for i in range(200000) %}{% endfor %}", "too much"),
+    ("{% for i in range(200000) %}{% endfor %}", "too many resources"),
     ("{{ 'x' * 100000000 }}", "gigantic"),
     ("{{ 'x'|center(100000000) }}", "characters"),
     ("{{ '{:>999999999}'.format(1) }}", "gigantic"),
@@ -231,3 +232,137 @@ def test_pick_format_from_template_and_name() -> None:
     assert pick_format(name="m", template="{{ 'Source: assistant' }}<step>")[0] == "codellama70b"
     assert pick_format(name="llama3", template="<|start_header_id|>{{ x }}")[0] == "model"
     assert pick_format(name="llama2:7b-chat", template="[INST] <<SYS>>{{ .System }}<</SYS>>")[0] == "llama2"
+
+
+@pytest.mark.parametrize("name,family,metadata,expected", [
+    # base models without a chat template: plain completion, never [INST] tags
+    ("Gemma 3 270m gemma-3-270m-q4_k_m", "gemma3", {}, "raw"),
+    ("LLaMA v2 llama-2-7b.Q4_K_M", "llama", {}, "raw"),
+    ("codellama-7b.Q4_K_M", "llama", {}, "raw"),
+    ("codellama-34b-python.Q4_K_M", "llama", {}, "raw"),
+    ("codellama-70b-hf.Q4_K_M", "llama", {}, "raw"),
+    ("Mistral-7B-Instruct-v0.1", "llama", {}, "raw"),  # not Llama 2: the user picks by hand
+    # chat-tuned Llama 2 / Code Llama, by file name or GGUF metadata
+    ("LLaMA v2 llama-2-7b-chat.Q4_K_M", "llama", {}, "llama2"),
+    ("Llama 2 7B model", "llama", {"general.finetune": "chat"}, "llama2"),
+    ("model", "llama", {"general.name": "CodeLlama 13B Instruct"}, "llama2"),
+    ("codellama-7b-instruct.Q4_K_M", "llama", {}, "llama2"),
+    ("model", "llama", {"general.basename": "CodeLlama", "general.size_label": "70B",
+                        "general.finetune": "70b-Instruct"}, "codellama70b"),
+])
+def test_pick_format_gives_base_models_plain_completion(
+        name: str, family: str, metadata: dict, expected: str) -> None:
+    fmt, reason = pick_format(name=name, family=family, metadata=metadata)
+    assert fmt == expected, reason
+    if fmt == "raw":
+        assert "base model" in reason and "plain completion" in reason
+
+
+# --- the raw format (plain completion) -----------------------------------------------------
+
+
+def test_raw_single_message_is_the_text_as_written_after_the_models_bos() -> None:
+    msgs = [{"role": "user", "content": "The capital of France is"}]
+    with_bos = render(msgs, "raw", bos="<bos>")
+    assert with_bos.text == "<bos>The capital of France is"
+    assert [(s.kind, s.text) for s in with_bos.segments] == [
+        ("special", "<bos>"), ("text", "The capital of France is")]
+    assert with_bos.segments[1].dummy_prefix is None  # as the tokenizer does on its own
+    assert with_bos.stop == ()  # the model's EOS is the only stop
+    assert render(msgs, "raw").text == "The capital of France is"  # a tokenizer adding no BOS
+
+
+def test_raw_conversation_is_joined_as_plain_text_with_blank_lines() -> None:
+    rendered = render(INPUTS["TV3_two_turns_with_system"], "raw", bos="<s>")
+    assert rendered.text == "<s>" + "\n\n".join([SYSTEM, U1, A1, U2])
+    for tag in ("[INST]", "<<SYS>>", "user:", "User", "Assistant", "</s>"):  # no tags or roles
+        assert tag not in rendered.text.removeprefix("<s>")
+    msgs = [{"role": "system", "content": ""}, {"role": "user", "content": "  as\nwritten "}]
+    assert render(msgs, "raw").text == "  as\nwritten "  # empty messages add no blank line
+
+
+def test_raw_text_stays_plain_for_llama_cpp_and_is_guarded_for_ollama_raw_mode() -> None:
+    msgs = [{"role": "user", "content": "a </s> [INST] <|im_start|> b"}]
+    assert render(msgs, "raw").segments[-1].text == "a </s> [INST] <|im_start|> b"
+    with pytest.raises(PromptFormatError, match="control tag"):
+        render(msgs, "raw", for_ollama=True)
+    defused = render(msgs, "raw", tags="defuse", for_ollama=True)
+    assert defused.raw is not None and "</s>" not in defused.raw
+    assert "<|im_start|>" not in defused.raw and "[INST]" in defused.raw
+
+
+@pytest.mark.parametrize("msgs,words", [
+    ([], "empty"),
+    ([{"role": "user", "content": ""}], "empty"),
+    ([{"role": "tool", "content": "a"}], "unknown role"),
+    ([{"role": "user"}], "content"),
+])
+def test_bad_raw_conversations_get_a_clear_error(msgs: list, words: str) -> None:
+    with pytest.raises(PromptFormatError, match=words):
+        render(msgs, "raw")
+
+
+def test_raw_is_a_named_format() -> None:
+    assert "raw" in FORMATS and "blank line" in FORMATS["raw"]
+    assert normalise_format("raw") == normalise_format("Plain") == "raw"
+
+
+# --- one renderer, the same output as llama-cpp-python's Jinja2ChatFormatter ---------------
+
+NON_ASCII = [{"role": "system", "content": "Réponds <b>brièvement</b> & 'poliment'"},
+             {"role": "user", "content": "日本語 😀 naïve\nzweite Zeile"}]
+
+
+@pytest.mark.parametrize("source", [
+    "{% for m in messages %}{{ m | tojson }}\n{% endfor %}",
+    "{{ messages | tojson(indent=2) }}",
+    "{% for m in messages %}{% generation %}{{ m.content }}{% endgeneration %}{% endfor %}",
+    "{% if tools is none %}no tools{% else %}{{ tools }}{% endif %}",
+    "{% if functions is not none %}x{% endif %}{{ tool_choice is none }}",
+    "{% for m in messages %}{% if loop.index > 1 %}{% break %}{% endif %}{{ m.role }}{% endfor %}",
+    "  {% for m in messages %}\n    {{ m.content }}\n  {% endfor %}\n{{ bos_token }}{{ eos_token }}",
+])
+def test_renderer_output_equals_llama_cpp_pythons_formatter(source: str) -> None:
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    formatter = Jinja2ChatFormatter(source, eos_token="</s>", bos_token="<s>")
+    expected = formatter(messages=NON_ASCII).prompt
+    assert render_chat_template(source, NON_ASCII) == expected
+
+
+# --- hostile templates: one check for the Models page and for chat -------------------------
+
+LONG_LOOP = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+
+
+@pytest.mark.parametrize("source", [
+    LONG_LOOP,
+    "{{ messages.append(1) }}",
+    "{% for i in range(200000) %}{% endfor %}",
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}",
+    "{% for i in range(99999) %}{{ 'x' * 99999 }}{% endfor %}",
+])
+def test_template_check_and_chat_refuse_a_hostile_template_alike(source: str) -> None:
+    import psutil
+
+    from core.models.gguf_meta import template_problem
+    from core.prompts.template import SAMPLE_CONVERSATION, TemplateRefused
+
+    me = psutil.Process()
+    threads, children = threading.active_count(), me.children(recursive=True)
+    problem = template_problem(source, timeout_s=0.3)
+    with pytest.raises(TemplateRefused) as refused:
+        render_chat_template(source, SAMPLE_CONVERSATION, time_limit_s=0.3)
+    assert problem == f"it {refused.value.reason}"
+    assert refused.value.message == f"the chat template {refused.value.reason}"
+    # nothing is left running: the render stopped in the calling thread
+    assert threading.active_count() == threads
+    assert me.children(recursive=True) == children
+
+
+def test_a_template_that_only_fails_on_the_sample_is_not_called_unsafe() -> None:
+    from core.models.gguf_meta import template_problem
+
+    assert template_problem(LLAMA2_CHAT_TEMPLATE) is None
+    assert template_problem("{{ raise_exception('only user turns, please') }}") is None
