@@ -54,27 +54,43 @@ class VocabularyEngine(Protocol):
 
 
 class ModelTokenizer:
-    """A GGUF model's vocabulary. User text is tokenized with ``special=False`` (never parsed
-    into control tokens); BOS is added when the model adds it, as the model would see it."""
+    """A GGUF model's vocabulary. BOS is added when the model adds it, as the model sees it.
+
+    Text is tokenized with ``special=False`` (typed ``<|im_start|>`` stays plain text), unless
+    ``parse_special``: then it is read as a rendered prompt, the way the engine reads the
+    ``model`` format's template output: special-token texts become their tokens (and cover
+    their text), and BOS is added only if the text does not already begin with it."""
 
     def __init__(
         self, engine: VocabularyEngine, name: str, *, kind: str = "sentencepiece",
-        add_bos: bool = True,
+        add_bos: bool = True, bos_id: int | None = None, parse_special: bool = False,
     ) -> None:
         self.engine = engine
         self.name = name
         self.kind = kind
         self.add_bos = add_bos
+        self.bos_id = bos_id
+        self.parse_special = parse_special
+
+    def _ids(self, text: str) -> tuple[list[int], list[bool] | None]:
+        """The token ids, and (when special texts are parsed) which tokens have no text."""
+        if not self.parse_special:
+            if not text and not self.add_bos:
+                return [], None
+            return self.engine.tokenize(text, add_bos=self.add_bos, special=False), None
+        ids = self.engine.tokenize(text, add_bos=False, special=True) if text else []
+        added = self.bos_id is not None and self.add_bos and (not ids or ids[0] != self.bos_id)
+        if added and self.bos_id is not None:
+            ids = [self.bos_id, *ids]
+        return ids, [added and i == 0 for i in range(len(ids))]
 
     def tokenize(self, text: str) -> TokenizedText:
-        ids: list[int] = []
-        if text or self.add_bos:
-            ids = self.engine.tokenize(text, add_bos=self.add_bos, special=False)
+        ids, inserted = self._ids(text)
         pieces = self.engine.token_pieces(ids) if ids else []
         types = self.engine.token_types(ids) if ids else []
         special = [t in ("control", "unused") for t in types]
         labels = [_model_label(p, t) for p, t in zip(pieces, types, strict=True)]
-        spans, lossless = align_pieces(text, ids, pieces, special, labels)
+        spans, lossless = align_pieces(text, ids, pieces, special, labels, inserted)
         return TokenizedText(self.name, self.kind, text, spans, lossless)
 
 
@@ -102,9 +118,11 @@ def _resolve_model_path(ref: str, settings: Settings) -> tuple[Path, str]:
     return Path(resolved.path), resolved.display
 
 
-def model_tokenizer(ref: str, settings: Settings, *, add_bos: bool | None = None) -> ModelTokenizer:
+def model_tokenizer(ref: str, settings: Settings, *, add_bos: bool | None = None,
+                    parse_special: bool = False) -> ModelTokenizer:
     """The vocabulary of the model ``ref``, loaded vocabulary-only in the engine child
-    (``settings`` say where Ollama's store and imported models are)."""
+    (``settings`` say where Ollama's store and imported models are); ``parse_special``: read
+    texts as rendered prompts (see ModelTokenizer)."""
     from core.models.pool import engine_pool
 
     path, name = _resolve_model_path(ref, settings)
@@ -113,7 +131,8 @@ def model_tokenizer(ref: str, settings: Settings, *, add_bos: bool | None = None
     meta = info.get("metadata") or {}
     family = GGUF_FAMILIES.get(str(meta.get("tokenizer.ggml.model", "llama")), "sentencepiece")
     bos = bool(info.get("add_bos", True)) if add_bos is None else add_bos
-    return ModelTokenizer(engine, name, kind=family, add_bos=bos)
+    return ModelTokenizer(engine, name, kind=family, add_bos=bos, bos_id=int(info["bos"]),
+                          parse_special=parse_special)
 
 
 # --- WordPiece (the embedder's tokenizer) ----------------------------------------------
@@ -235,11 +254,12 @@ class TrainedBpeTokenizer:
 
 def open_tokenizer(
     ref: str, settings: Settings, *, train_text: str | Iterable[str] | None = None,
-    bpe_vocab_size: int = 1000,
+    bpe_vocab_size: int = 1000, parse_special: bool = False,
 ) -> TextTokenizer:
     """A tokenizer by reference: 'wordpiece'/'minilm', 'bpe' (trained on ``train_text``),
     or a model (a .gguf path, ``store:NAME``, an imported model's name; ``settings`` say
-    where Ollama's store and imported models are)."""
+    where Ollama's store and imported models are). ``parse_special`` applies to a model's
+    vocabulary (WordPiece always reads its own special tokens; a trained BPE has none)."""
     key = ref.strip().lower()
     if key in WORDPIECE_REFS:
         return WordPieceTokenizer()
@@ -248,7 +268,7 @@ def open_tokenizer(
             raise CorralError("A trained BPE needs some text to learn from")
         texts = [train_text] if isinstance(train_text, str) else list(train_text)
         return TrainedBpeTokenizer.train(texts, bpe_vocab_size)
-    return model_tokenizer(ref, settings)
+    return model_tokenizer(ref, settings, parse_special=parse_special)
 
 
 def local_model_refs(settings: Settings) -> list[str]:

@@ -119,17 +119,21 @@ def align_pieces(
     pieces: Sequence[bytes],
     special: Sequence[bool],
     labels: Sequence[str] | None = None,
+    inserted: Sequence[bool] | None = None,
 ) -> tuple[list[TokenSpan], bool]:
     """Character spans for tokens whose bytes concatenate to the text (FORMATS 7.3).
 
-    Special tokens contribute no text. One leading space in the pieces that is not in the
-    text (SentencePiece's dummy prefix) is allowed. Returns ``(spans, lossless)``; when the
-    pieces do not reproduce the text the spans are a best effort and ``lossless`` is False.
+    Inserted tokens contribute no text: by default the special ones (a BOS the tokenizer
+    adds); when special-token texts were parsed, only those in ``inserted``. One leading
+    space in the pieces that is not in the text (SentencePiece's dummy prefix) is allowed.
+    Returns ``(spans, lossless)``; when the pieces do not reproduce the text the spans are a
+    best effort and ``lossless`` is False.
     """
-    if not (len(ids) == len(pieces) == len(special)):
+    added = special if inserted is None else inserted
+    if not (len(ids) == len(pieces) == len(special) == len(added)):
         raise ValueError("ids, pieces and special flags must have the same length")
     data = text.encode("utf-8", errors="surrogatepass")
-    content = [b"" if sp else p for p, sp in zip(pieces, special, strict=True)]
+    content = [b"" if sp else p for p, sp in zip(pieces, added, strict=True)]
     joined = b"".join(content)
     prefix = len(joined) - len(data)
     b2c = byte_to_char_index(text)

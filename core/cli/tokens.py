@@ -21,6 +21,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train", metavar="FILE", help="text file the 'bpe' tokenizer learns from")
     parser.add_argument("--bpe-vocab", type=int, default=1000, metavar="N",
                         help="vocabulary size of the trained BPE (default 1000)")
+    parser.add_argument("--special", action="store_true",
+                        help="read the text as a rendered prompt: a model's special-token texts "
+                        "(<|im_start|>, <s> ...) become its special tokens, as the engine reads "
+                        "them (default: plain text, special-token parsing off)")
     add_json_flag(parser)
 
 
@@ -34,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     results = []
     for ref in refs:
-        tok = open_tokenizer(ref, settings, train_text=train, bpe_vocab_size=args.bpe_vocab)
+        tok = open_tokenizer(ref, settings, train_text=train, bpe_vocab_size=args.bpe_vocab,
+                             parse_special=args.special)
         results.append(tok.tokenize(text))
     cuts = sorted(differing_cuts(results))
     if args.json:

@@ -81,7 +81,7 @@ def test_tokens_page_receives_text_from_other_pages(qtbot, ctx):
     qtbot.addWidget(page)
     page.use_bpe.setChecked(False)
     with qtbot.waitSignal(ctx.jobs.busy_changed, timeout=10000, check_params_cb=lambda n: n == 0):
-        ctx.bus.send_to_tokens.emit("[INST] Hi [/INST]", "")
+        page.receive_text("[INST] Hi [/INST]", "")
     assert page.text.toPlainText() == "[INST] Hi [/INST]"
     assert len(page.results) == 1 and page.results[0].kind == "wordpiece"
 
@@ -289,14 +289,14 @@ def test_tokens_never_paints_a_superseded_or_cancelled_run(qtbot, ctx, gates, mo
     real_job = tokens_page._tokenize_job
     slow = gates("old text", "cancelled text")
 
-    def job(job, text, entries, settings):
+    def job(job, text, entries, settings, parse_special):
         if text in slow:
             slow.hold(text)
             # A stubborn job: it ignores its cancellation and reports, and returns, anyway.
             job.progress(0.5, "stale progress")
             job.partial(("stale", open_tokenizer("wordpiece", settings)))
             return [open_tokenizer("wordpiece", settings).tokenize(text)]
-        return real_job(job, text, entries, settings)
+        return real_job(job, text, entries, settings, parse_special)
 
     monkeypatch.setattr(tokens_page, "_tokenize_job", job)
     page = tokens_page.TokensPage(ctx)
@@ -336,7 +336,7 @@ def test_tokens_cleared_text_is_not_painted_over_by_a_running_job(qtbot, ctx, ga
 
     slow = gates("some text")
 
-    def job(job, text, entries, settings):
+    def job(job, text, entries, settings, parse_special):
         slow.hold(text)
         return [open_tokenizer("wordpiece", settings).tokenize(text)]
 

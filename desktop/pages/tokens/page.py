@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 
 from core.analysis.bpe_steps import CLASSIC_TEXT, BpeStep, bpe_steps
 from core.analysis.one_hot import one_hot
+from core.analysis.token_sources import BPE_REFS, WORDPIECE_REFS
 from core.analysis.tokens import TokenizedText, differing_cuts
 from core.config import Settings
 from desktop.context import AppContext
@@ -61,8 +62,9 @@ TokenizerEntry = tuple[str, "TextTokenizer | None"]
 
 
 def _tokenize_job(job: Job, text: str, entries: list[TokenizerEntry],
-                  settings: Settings) -> list[TokenizedText]:
-    """Worker: open each tokenizer (cached objects are passed in) and split the text.
+                  settings: Settings, parse_special: bool = False) -> list[TokenizedText]:
+    """Worker: open each tokenizer (cached objects are passed in) and split the text;
+    ``parse_special``: a model's vocabulary reads the text as a rendered prompt.
 
     Each opened tokenizer goes out as a partial ``(ref, tokenizer)`` for the page's cache."""
     from core.analysis.token_sources import open_tokenizer
@@ -71,7 +73,8 @@ def _tokenize_job(job: Job, text: str, entries: list[TokenizerEntry],
     for n, (ref, tokenizer) in enumerate(entries):
         job.check()
         job.progress(n / max(1, len(entries)), f"Tokenizing with {ref}")
-        tok = tokenizer if tokenizer is not None else open_tokenizer(ref, settings, train_text=text)
+        tok = tokenizer if tokenizer is not None else open_tokenizer(
+            ref, settings, train_text=text, parse_special=parse_special)
         result = tok.tokenize(text)
         job.partial((ref, tok))
         results.append(result)
@@ -108,7 +111,7 @@ class TokensPage(QWidget):
         self._debounce.setInterval(400)
         self._debounce.timeout.connect(self.tokenize)
         self.text.textChanged.connect(self._debounce.start)
-        ctx.bus.send_to_tokens.connect(self.receive_text)
+        # ctx.bus.send_to_tokens reaches receive_text through the window (desktop/app.py)
         self._update_empty_state()
 
     # --- building ------------------------------------------------------------------
@@ -137,9 +140,15 @@ class TokensPage(QWidget):
         self.go = QPushButton("Tokenize")
         self.go.setObjectName("primary")
         self.go.clicked.connect(self.tokenize)
+        self.parse_special = QCheckBox("Parse special tokens")
+        self.parse_special.setToolTip(
+            "Read the model's special-token texts (<|im_start|>, <s> ...) as its special tokens, "
+            "the way the engine reads a rendered prompt. Off: everything is plain text, as "
+            "for a message you type in Chat.")
+        self.parse_special.toggled.connect(self.tokenize)
         self.show_one_hot = QCheckBox("one-hot")
         self.show_one_hot.toggled.connect(self._update_one_hot)
-        for w in (self.model_ref, browse, self.use_wordpiece, self.use_bpe):
+        for w in (self.model_ref, browse, self.parse_special, self.use_wordpiece, self.use_bpe):
             row.addWidget(w)
         row.addStretch(1)
         row.addWidget(self.show_one_hot)
@@ -233,10 +242,17 @@ class TokensPage(QWidget):
     # --- comparing tokenizers -----------------------------------------------------------
 
     def receive_text(self, text: str, ref: str = "") -> None:
-        """From another page (e.g. Chat's rendered prompt, with its model ``ref``): show it and
-        tokenize at once."""
+        """From another page: show the text and tokenize it at once. With a model ``ref`` (Chat's
+        rendered prompt), that model is selected and its special tokens are parsed as the
+        engine parses them, so the count equals the prompt inspector's; without one, the text
+        is plain text."""
         self.tabs.setCurrentIndex(0)
         self.text.setPlainText(text)
+        if ref:
+            self.model_ref.setCurrentText(ref)
+        self.parse_special.blockSignals(True)  # one tokenize below, not one per change
+        self.parse_special.setChecked(bool(ref))
+        self.parse_special.blockSignals(False)
         self._debounce.stop()
         self.tokenize()
 
@@ -251,10 +267,11 @@ class TokensPage(QWidget):
             refs.append("bpe")
         return refs
 
-    def _cache_key(self, ref: str, text: str) -> str:
+    def _cache_key(self, ref: str, text: str, special: bool) -> str:
         if ref == "bpe":
             return "bpe:" + hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
-        return ref
+        model = ref.strip().lower() not in WORDPIECE_REFS | BPE_REFS
+        return f"{ref}\0special" if model and special else ref
 
     def tokenize(self) -> Worker[list[TokenizedText]] | None:
         """Tokenize the text with the chosen tokenizers in a worker; a newer call supersedes
@@ -263,16 +280,17 @@ class TokensPage(QWidget):
         text = self.text.toPlainText()
         self._update_one_hot()
         refs = self.selected_refs()
+        special = self.parse_special.isChecked()
         if not text or not refs:
             self.ctx.jobs.drop(TOKENIZE_GROUP)  # a running job must not paint over this
             self.show_results([])
             return None
         entries: list[TokenizerEntry] = [
-            (ref, self._tokenizers.get(self._cache_key(ref, text))) for ref in refs]
+            (ref, self._tokenizers.get(self._cache_key(ref, text, special))) for ref in refs]
         self.status.setText("Tokenizing…")
         self._worker = self.ctx.jobs.run(
-            _tokenize_job, text, entries, self.ctx.settings, group=TOKENIZE_GROUP,
-            on_partial=lambda item: self._remember(item, text),
+            _tokenize_job, text, entries, self.ctx.settings, special, group=TOKENIZE_GROUP,
+            on_partial=lambda item: self._remember(item, text, special),
             on_progress=lambda fraction, msg: self.status.setText(msg + "…"),
             on_result=self.show_results,
             on_error=self._failed,
@@ -280,9 +298,9 @@ class TokensPage(QWidget):
         )
         return self._worker
 
-    def _remember(self, item: tuple[str, TextTokenizer], text: str) -> None:
+    def _remember(self, item: tuple[str, TextTokenizer], text: str, special: bool) -> None:
         ref, tok = item
-        self._tokenizers[self._cache_key(ref, text)] = tok
+        self._tokenizers[self._cache_key(ref, text, special)] = tok
 
     def _failed(self, exc: BaseException) -> None:
         self.status.setText(self.ctx.show_error(exc))
