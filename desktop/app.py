@@ -1,7 +1,9 @@
 """The main window: a left navigation over the pages, a status bar, remembered geometry.
 
-Pages are built when the window is; none of them may import torch, sentence-transformers,
-chromadb or llama_cpp at import time, so the window appears before those load.
+Pages are built when first shown; none of them may import torch, sentence-transformers,
+chromadb or llama_cpp at import time, so the window appears before those load. What one page
+asks of another (open a model in Chat, a text in Tokens) goes through the window, which builds
+the other page first.
 """
 
 from __future__ import annotations
@@ -96,8 +98,10 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
         self.status = StatusBar(ctx, self)
         self.setStatusBar(self.status)
-        ctx.bus.open_chat.connect(lambda _ref: self.show_page("Chat"))
-        ctx.bus.send_to_tokens.connect(lambda _text, _ref: self.show_page("Tokens"))
+        # Requests for another page go through the window, which builds that page first: a
+        # page never shown yet has no connections of its own to hear them.
+        ctx.bus.open_chat.connect(self.open_chat)
+        ctx.bus.send_to_tokens.connect(self.send_to_tokens)
         self._restore_geometry()
         # Background jobs the first page asks for wait until the window has painted once.
         ctx.jobs.hold()
@@ -147,6 +151,20 @@ class MainWindow(QMainWindow):
 
     def show_page(self, title: str) -> None:
         self.nav.setCurrentRow(list(self._specs).index(title))
+
+    def open_chat(self, ref: str) -> None:
+        """Show the Chat page with model ``ref`` ("Chat with it")."""
+        self.show_page("Chat")
+        open_model = getattr(self.page("Chat"), "open_model", None)
+        if callable(open_model):  # not a placeholder
+            open_model(ref)
+
+    def send_to_tokens(self, text: str, ref: str) -> None:
+        """Show the Tokens page on ``text``, tokenized for model ``ref`` ("Open in Tokens")."""
+        self.show_page("Tokens")
+        receive_text = getattr(self.page("Tokens"), "receive_text", None)
+        if callable(receive_text):
+            receive_text(text, ref)
 
     @property
     def current_page(self) -> str:

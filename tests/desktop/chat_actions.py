@@ -1,4 +1,5 @@
-"""What a user does in the chat transcript, shared by the chat page tests."""
+"""What a user does on the Chat page, shared by the chat page tests: open a model, send a
+message, click a link in the transcript."""
 
 from __future__ import annotations
 
@@ -6,6 +7,28 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QTextCursor
 
 from desktop.pages.chat.page import ChatPage
+
+WAIT = 60_000
+
+
+def open_page(qtbot, ctx, ref: str, *, width: int = 1200, height: int = 800) -> ChatPage:
+    """A Chat page on screen with model ``ref`` open."""
+    page = ChatPage(ctx)
+    qtbot.addWidget(page)
+    page.resize(width, height)
+    page.show()
+    qtbot.waitExposed(page)
+    page.open_model(ref)
+    qtbot.waitUntil(lambda: page.backend is not None or bool(page.error.text()), timeout=WAIT)
+    assert page.backend is not None, page.error.text()
+    return page
+
+
+def send(qtbot, page: ChatPage, text: str, *, timeout: int = WAIT) -> None:
+    """Type ``text``, click Send and wait until the turn has ended."""
+    page.input.setPlainText(text)
+    with qtbot.waitSignal(page.turn_done, timeout=timeout):
+        qtbot.mouseClick(page.send_button, Qt.MouseButton.LeftButton)
 
 
 def click_link(qtbot, page: ChatPage, label: str) -> None:

@@ -13,7 +13,7 @@ import pytest
 from PySide6.QtCore import Qt
 
 from desktop.pages.chat.page import ChatPage
-from tests.desktop.chat_actions import click_link
+from tests.desktop.chat_actions import click_link, open_page, send
 from tests.fixtures.documents import HANDBOOK_PAGE_TWO
 
 pytestmark = pytest.mark.slow
@@ -24,20 +24,12 @@ QUESTION = "How do planets move around the sun?"
 PAGE_TWO = HANDBOOK_PAGE_TWO
 
 
+# --- what a user does (besides tests/desktop/chat_actions.py) ---------------------------------
 
 
-# --- what a user does -----------------------------------------------------------------------
-
-
-def open_page(qtbot, ctx, ref: Path) -> ChatPage:
-    page = ChatPage(ctx)
-    qtbot.addWidget(page)
-    page.resize(1280, 800)
-    page.show()
-    qtbot.waitExposed(page)
-    page.open_model(str(ref))
-    qtbot.waitUntil(lambda: page.backend is not None or bool(page.error.text()), timeout=WAIT)
-    assert page.backend is not None, page.error.text()
+def open_tiny(qtbot, ctx, ref: Path) -> ChatPage:
+    """The Chat page on the tiny GGUF, answering briefly and the same way each time."""
+    page = open_page(qtbot, ctx, str(ref), width=1280)
     page.params_form.max_tokens.setValue(8)
     page.params_form.temperature.setValue(0.0)
     return page
@@ -51,15 +43,6 @@ def use_documents(qtbot, page: ChatPage, kb: str = "Handbook") -> None:
     assert page.kb_box.currentText() == kb
 
 
-def send(qtbot, page: ChatPage, text: str) -> None:
-    page.input.setPlainText(text)
-    with qtbot.waitSignal(page.turn_done, timeout=WAIT):
-        qtbot.mouseClick(page.send_button, Qt.MouseButton.LeftButton)
-    assert page.error.text() == ""
-
-
-
-
 def screenshot(page: ChatPage, name: str) -> None:
     if os.environ.get("CORRAL_SCREENSHOTS"):
         page.grab().save(f"/tmp/{name}.png")
@@ -70,9 +53,10 @@ def screenshot(page: ChatPage, name: str) -> None:
 
 def test_answer_cites_its_sources_and_a_reference_opens_the_chunk(
         qtbot, ctx, handbook: Path, tiny_gguf: Path) -> None:
-    page = open_page(qtbot, ctx, tiny_gguf)
+    page = open_tiny(qtbot, ctx, tiny_gguf)
     use_documents(qtbot, page)
-    send(qtbot, page, QUESTION)
+    send(qtbot, page, QUESTION, timeout=WAIT)
+    assert page.error.text() == ""
     answer = page.store.messages(page.conversation_id)[-1]
     assert answer.role == "assistant" and answer.content
     first = answer.citations[0]
@@ -112,7 +96,7 @@ def test_answer_cites_its_sources_and_a_reference_opens_the_chunk(
 
 def test_retrieval_only_shows_the_hits_without_calling_the_model(
         qtbot, ctx, handbook: Path, tiny_gguf: Path, monkeypatch) -> None:
-    page = open_page(qtbot, ctx, tiny_gguf)
+    page = open_tiny(qtbot, ctx, tiny_gguf)
     calls: list[str] = []
     for name in ("prepare", "stream"):
         monkeypatch.setattr(page.backend, name, lambda *a, n=name, **k: calls.append(n))
@@ -151,7 +135,7 @@ def test_a_passage_the_guard_judges_unsafe_is_left_out(
     s.enabled, s.guard_model, s.guard_version = True, f"ollama:{GUARD}", "llama-guard-3"
     s.check_input, s.check_output, s.check_documents = False, False, True
     ctx.settings.chat.documents_k = 2
-    page = open_page(qtbot, ctx, tiny_gguf)
+    page = open_tiny(qtbot, ctx, tiny_gguf)
     assert "document passages" in page.guard_note.toolTip()
     prompts: list[str] = []
     prepare = page.backend.prepare
@@ -164,7 +148,8 @@ def test_a_passage_the_guard_judges_unsafe_is_left_out(
     use_documents(qtbot, page)
     ollama_server.script_generate(["unsafe\nS1"])  # the best passage ...
     ollama_server.script_generate(["safe"])  # ... and the next one
-    send(qtbot, page, QUESTION)
+    send(qtbot, page, QUESTION, timeout=WAIT)
+    assert page.error.text() == ""
     checks = ollama_server.requests_to("/api/generate")
     assert PAGE_TWO in checks[0].body["prompt"]  # the guard saw the best passage first
     assert PAGE_TWO not in prompts[-1]  # and it never reached the chat model's prompt

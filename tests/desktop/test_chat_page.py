@@ -1,6 +1,7 @@
 """The Chat page driven as a user would: the tiny GGUF in the engine child and the loopback
-Ollama server; stream, Stop, Regenerate, Edit, inspector, and history after a restart. Stop
-keeps the partial answer without an error, and a superseded prompt count is never painted."""
+Ollama server; stream, Stop, Regenerate, Edit, inspector, the context meter, and history after
+a restart. Stop keeps the partial answer without an error, the streamed answer starts on a
+line of its own, and a superseded prompt count is never painted."""
 
 from __future__ import annotations
 
@@ -15,25 +16,13 @@ from core.errors import StreamInterrupted
 from core.prompts.formats import render
 from desktop.pages.chat.jobs import BATCH_S, PromptViews
 from desktop.pages.chat.page import ChatPage
-
-WAIT = 60_000
-
-
-def open_page(qtbot, ctx, ref: str) -> ChatPage:
-    page = ChatPage(ctx)
-    qtbot.addWidget(page)
-    page.resize(1200, 800)
-    page.open_model(ref)
-    qtbot.waitUntil(lambda: page.backend is not None or bool(page.error.text()), timeout=WAIT)
-    assert page.backend is not None, page.error.text()
-    return page
+from tests.desktop.chat_actions import WAIT, click_link, open_page, send
 
 
-def send(qtbot, page: ChatPage, text: str) -> None:
-    page.input.setPlainText(text)
-    page.send()
-    assert page.turn is not None
-    qtbot.waitUntil(lambda: page.turn is None, timeout=WAIT)
+def counted(qtbot, page: ChatPage) -> None:
+    """Wait until the meter shows the latest count of the draft (and its history)."""
+    qtbot.waitUntil(lambda: page.prompt_watch.worker is not None
+                    and page.prompt_watch.worker.is_done, timeout=WAIT)
 
 
 def test_stream_stop_regenerate_and_reopen(qtbot, ctx, tiny_gguf) -> None:
@@ -52,10 +41,10 @@ def test_stream_stop_regenerate_and_reopen(qtbot, ctx, tiny_gguf) -> None:
     # Stop after 20 tokens keeps what came
     page.params_form.max_tokens.setValue(2000)
     page.input.setPlainText("and now a long one")
-    page.send()
-    qtbot.waitUntil(lambda: page.meter.answer >= 20 or page.turn is None, timeout=WAIT)
-    page.stop()
-    qtbot.waitUntil(lambda: page.turn is None, timeout=WAIT)
+    qtbot.mouseClick(page.send_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.meter.answer >= 20 or not page.turns.running, timeout=WAIT)
+    with qtbot.waitSignal(page.turn_done, timeout=WAIT):
+        qtbot.mouseClick(page.stop_button, Qt.MouseButton.LeftButton)
     stopped = page.store.messages(page.conversation_id)[-1]
     assert stopped.finish_reason == "cancelled" and 20 <= stopped.completion_tokens < 2000
     assert stopped.content and "stopped" in page.transcript.toPlainText()
@@ -63,15 +52,14 @@ def test_stream_stop_regenerate_and_reopen(qtbot, ctx, tiny_gguf) -> None:
 
     # Regenerate replaces the last answer
     page.params_form.max_tokens.setValue(30)
-    page.regenerate()
-    qtbot.waitUntil(lambda: page.turn is None, timeout=WAIT)
+    with qtbot.waitSignal(page.turn_done, timeout=WAIT):
+        click_link(qtbot, page, "Regenerate")
     last = page.store.messages(page.conversation_id)[-1]
     assert last.id != stopped.id and last.completion_tokens == 30
     assert len(page.store.messages(page.conversation_id)) == 4
 
     # Edit the first message and resend: what followed is replaced
-    first = page.store.messages(page.conversation_id)[0]
-    page._on_action("edit", first.id, 0)
+    click_link(qtbot, page, "Edit")
     assert page.input.toPlainText() == "hello model" and not page.edit_note.isHidden()
     send(qtbot, page, "hello again")
     msgs = page.store.messages(page.conversation_id)
@@ -89,11 +77,47 @@ def test_stream_stop_regenerate_and_reopen(qtbot, ctx, tiny_gguf) -> None:
     ctx.jobs.wait_all()
 
 
+def test_the_meter_counts_the_history_after_a_turn(qtbot, ctx, tiny_gguf) -> None:
+    """After a turn the message box is empty; the history is still counted, exactly."""
+    page = open_page(qtbot, ctx, str(tiny_gguf))
+    page.params_form.max_tokens.setValue(12)
+    counted(qtbot, page)
+    assert (page.meter.history, page.meter.exact) == (0, True)  # nothing said yet
+    assert page.meter.system > 0  # the prompt format's own tokens
+    send(qtbot, page, "hello model")
+    counted(qtbot, page)
+    assert page.input.toPlainText() == ""
+    assert page.meter.history > 12 and page.meter.exact
+    assert "≈" not in page.meter.text()
+    ctx.jobs.wait_all()
+
+
+def test_the_context_length_picked_is_what_the_meter_shows(qtbot, ctx, tiny_gguf) -> None:
+    """The Context length field re-counts: the model gets the length picked, but never more
+    than it was trained on (the tiny model: 4,096)."""
+    page = open_page(qtbot, ctx, str(tiny_gguf))
+    counted(qtbot, page)
+    assert page.meter.trained == 4096
+    qtbot.mouseClick(page.params_button, Qt.MouseButton.LeftButton)
+    field = page.params_form.context_length
+    for typed, length in (("1024", 1024), ("100000", 4096)):
+        field.selectAll()
+        qtbot.keyClicks(field, typed)
+        qtbot.waitUntil(lambda typed=typed: page.meter.requested == int(typed), timeout=WAIT)
+        assert page.meter.length == length
+    assert page.meter.text().endswith("/ 4,096 tokens (capped at the trained length)")
+    assert "you picked 100,000, but the model was trained on 4,096" in page.meter.toolTip()
+    field.selectAll()
+    qtbot.keyClicks(field, "1024")
+    qtbot.waitUntil(lambda: page.meter.length == 1024, timeout=WAIT)
+    assert page.meter.text().endswith("/ 1,024 tokens (of 4,096 trained)")
+    ctx.jobs.wait_all()
+
+
 def test_inspector_and_meter_show_the_exact_prompt(qtbot, ctx, tiny_gguf, tmp_path) -> None:
     page = open_page(qtbot, ctx, str(tiny_gguf))
-    page.show()
     page.system_edit.setPlainText("Be brief.")
-    page.inspect_button.setChecked(True)
+    qtbot.mouseClick(page.inspect_button, Qt.MouseButton.LeftButton)
     page.input.setPlainText("what is </s> this")
     qtbot.waitUntil(lambda: "[INST]" in page.inspector.view.toPlainText(), timeout=WAIT)
     text = page.inspector.view.toPlainText()
@@ -109,7 +133,7 @@ def test_empty_and_bad_input_get_sentences(qtbot, ctx, tiny_gguf) -> None:
     page = ChatPage(ctx)
     qtbot.addWidget(page)
     page.input.setPlainText("hi")
-    page.send()
+    qtbot.mouseClick(page.send_button, Qt.MouseButton.LeftButton)
     assert "Pick a model" in page.error.text()
     page.open_model("/no/such/model.gguf")
     qtbot.waitUntil(lambda: bool(page.error.text()) and "Pick" not in page.error.text(),
@@ -117,7 +141,7 @@ def test_empty_and_bad_input_get_sentences(qtbot, ctx, tiny_gguf) -> None:
     assert "model" in page.error.text().lower()
     page = open_page(qtbot, ctx, str(tiny_gguf))
     page.input.setPlainText("   ")
-    page.send()
+    qtbot.mouseClick(page.send_button, Qt.MouseButton.LeftButton)
     assert "empty" in page.error.text()
     ctx.jobs.wait_all()
 
@@ -130,14 +154,18 @@ def test_chat_through_the_loopback_ollama(qtbot, ctx, ollama_server) -> None:
     send(qtbot, page, "Hi")
     assert "Hello from the fake Ollama." in page.transcript.toPlainText()
     assert ollama_server.requests_to("/api/generate")[-1].body["prompt"] == "[INST] Hi [/INST]"
+    # the model's vocabulary is not at hand (no Ollama store here): the meter says ≈, and why
+    counted(qtbot, page)
+    assert page.meter.history > 0 and "≈" in page.meter.text()
+    assert "estimates" in page.meter.toolTip()
     ollama_server.script_generate(["Part", "ial"], drop=True)
-    page.regenerate()
-    qtbot.waitUntil(lambda: page.turn is None, timeout=WAIT)
+    with qtbot.waitSignal(page.turn_done, timeout=WAIT):
+        click_link(qtbot, page, "Regenerate")
     last = page.store.messages(page.conversation_id)[-1]
     assert last.interrupted and last.content == "Partial"
     assert "Retry" in page.transcript.toPlainText() and page.error.text()
-    page._on_action("retry", last.id, 0)
-    qtbot.waitUntil(lambda: page.turn is None, timeout=WAIT)
+    with qtbot.waitSignal(page.turn_done, timeout=WAIT):
+        click_link(qtbot, page, "Retry")
     assert page.store.messages(page.conversation_id)[-1].content == "Hello from the fake Ollama."
     ctx.jobs.wait_all()
 
@@ -182,27 +210,60 @@ class PausingModel:
         self.stopped.set()
 
 
-def page_on(qtbot, ctx, backend) -> ChatPage:
+CUT = "Ollama cut the prompt to fit its context: the start of the conversation was left out."
+
+
+class EstimatingModel(PausingModel):
+    """Counts as Ollama does without the model's vocabulary (estimates), and answers at once,
+    with the warning Ollama's cut prompt gives."""
+
+    def __init__(self) -> None:
+        super().__init__("finishes")
+
+    def info(self) -> BackendInfo:
+        return BackendInfo("ollama", "ollama:estimating", 4096, "llama2", "it is a test", True,
+                           exact_counts=False)
+
+    def count(self, messages, fmt, tags) -> int:
+        return sum(len(m.content) // 4 + 5 for m in messages)
+
+    def stream(self, prompt, params):
+        yield StreamEvent(text="Short answer.", completion_tokens=3)
+        yield StreamEvent(done=True, finish_reason="stop", completion_tokens=3, warning=CUT)
+
+
+def page_on(qtbot, ctx, monkeypatch, backend) -> ChatPage:
+    """The Chat page with ``backend`` opened through the model box."""
+    import desktop.pages.chat.page as chat_page
+
+    monkeypatch.setattr(chat_page, "open_model_job",
+                        lambda job, ref, settings: (backend, backend.info()))
     page = ChatPage(ctx)
     qtbot.addWidget(page)
     page.resize(1200, 800)
-    page.backend, page.backend_ref = backend, "pausing"
-    page.backend_info = backend.info()
+    qtbot.keyClicks(page.model_box, "scripted")
+    qtbot.keyClick(page.model_box, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: page.backend is backend, timeout=WAIT)
     return page
 
 
 @pytest.mark.parametrize("after_stop", ["finishes", "raises"])
-def test_stop_keeps_the_partial_answer_and_shows_no_error(qtbot, ctx, after_stop) -> None:
+def test_stop_keeps_the_partial_answer_and_shows_no_error(qtbot, ctx, monkeypatch,
+                                                          after_stop) -> None:
     errors: list[str] = []
     ctx.bus.error.connect(errors.append)
     model = PausingModel(after_stop)
-    page = page_on(qtbot, ctx, model)
+    page = page_on(qtbot, ctx, monkeypatch, model)
     page.input.setPlainText("tell me a long story")
     qtbot.mouseClick(page.send_button, Qt.MouseButton.LeftButton)
-    assert page.turn is not None and page.stop_button.isEnabled()
-    # the answer is streaming: its first words are on screen
+    assert page.turns.running and page.stop_button.isEnabled()
+    # the answer is streaming: its first words are on screen, below the message, with
+    # "Assistant" on a line of its own
     qtbot.waitUntil(lambda: page.meter.answer >= 2, timeout=WAIT)
-    assert "Partial answer" in page.transcript.toPlainText()
+    lines = page.transcript.toPlainText().splitlines()
+    assert "Assistant" in lines, lines
+    at = lines.index("Assistant")
+    assert lines[at - 1] == "tell me a long story" and lines[at + 1].startswith("Partial answer")
     with qtbot.waitSignal(page.turn_done, timeout=WAIT):
         qtbot.mouseClick(page.stop_button, Qt.MouseButton.LeftButton)
     assert model.stopped.is_set()
@@ -220,7 +281,20 @@ def test_stop_keeps_the_partial_answer_and_shows_no_error(qtbot, ctx, after_stop
     assert "Partial answer so far" in shown
     assert ("stopped" if after_stop == "finishes" else "interrupted") in shown
     assert page.send_button.isEnabled() and not page.stop_button.isEnabled()
-    assert page.turn is None and page.conversations.list.count() == 1
+    assert not page.turns.running and page.conversations.list.count() == 1
+    ctx.jobs.wait_all()
+
+
+def test_an_answer_warning_and_estimated_counts_are_shown(qtbot, ctx, monkeypatch) -> None:
+    page = page_on(qtbot, ctx, monkeypatch, EstimatingModel())
+    send(qtbot, page, "hi")
+    lines = page.transcript.toPlainText().splitlines()
+    at = lines.index("Short answer.")
+    assert lines[at + 1] == f"Warning: {CUT}"  # under the answer, before its stats
+    assert "3 tokens" in lines[at + 2]
+    counted(qtbot, page)
+    assert page.meter.history > 0 and page.meter.text().count("≈") == 3
+    assert "estimates" in page.meter.toolTip()
     ctx.jobs.wait_all()
 
 
@@ -233,15 +307,16 @@ def test_a_superseded_prompt_count_is_never_painted(qtbot, ctx, monkeypatch) -> 
         """The count of "slow" takes until the gate opens; any other is quick."""
         if draft == "slow":
             assert gate.wait(WAIT / 1000)
-            return PromptViews(900, 1900, 4096, PreparedPrompt(None, exact_text="SLOW"), "", 4,
-                               kind)
-        return PromptViews(7, 17, 4096, PreparedPrompt(None, exact_text="FAST"), "", 4, kind)
+            return PromptViews(900, 1000, True, 4096, 0, PreparedPrompt(None, exact_text="SLOW"),
+                               "", kind)
+        return PromptViews(7, 10, True, 4096, 0, PreparedPrompt(None, exact_text="FAST"), "",
+                           kind)
 
     monkeypatch.setattr(panels, "prompt_views_job", views)
-    page = page_on(qtbot, ctx, PausingModel("finishes"))
+    page = page_on(qtbot, ctx, monkeypatch, PausingModel("finishes"))
     page.show()
     try:
-        page.inspect_button.setChecked(True)
+        qtbot.mouseClick(page.inspect_button, Qt.MouseButton.LeftButton)
         page.input.setPlainText("slow")
         page.prompt_watch.refresh()
         slow = page.prompt_watch.worker
@@ -258,4 +333,21 @@ def test_a_superseded_prompt_count_is_never_painted(qtbot, ctx, monkeypatch) -> 
     assert "FAST" in page.inspector.view.toPlainText()
     assert "SLOW" not in page.inspector.view.toPlainText()
     assert (page.meter.system, page.meter.history) == (7, 10)
+    ctx.jobs.wait_all()
+
+
+def test_a_long_title_is_elided_with_the_whole_title_in_its_tooltip(qtbot, ctx,
+                                                                     monkeypatch) -> None:
+    page = page_on(qtbot, ctx, monkeypatch, EstimatingModel())
+    page.show()
+    qtbot.waitExposed(page)
+    long = "Please explain in great detail why the sky over the sea looks like a rainbow"
+    send(qtbot, page, long)
+    titles = page.conversations.list
+    assert titles.count() == 1
+    item = titles.item(0)
+    assert item.toolTip().startswith(long[:60])  # the stored title, whole
+    # no sideways scrolling: the title ends in "…" inside the list
+    assert titles.horizontalScrollBar().maximum() == 0
+    assert titles.visualItemRect(item).right() <= titles.viewport().width()
     ctx.jobs.wait_all()

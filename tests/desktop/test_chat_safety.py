@@ -11,26 +11,13 @@ from PySide6.QtCore import Qt
 from core.safety.audit import AuditLog
 from desktop.pages.chat.page import ChatPage
 from desktop.pages.safety.page import SafetyPage
-from tests.desktop.chat_actions import click_link
+from tests.desktop.chat_actions import WAIT, click_link, open_page, send
 
-WAIT = 60_000
 CHAT = "llama2:7b-chat"
 GUARD = "llama-guard3:8b"
 
 
-# --- what a user does -----------------------------------------------------------------------
-
-
-def open_page(qtbot, ctx, ref: str) -> ChatPage:
-    page = ChatPage(ctx)
-    qtbot.addWidget(page)
-    page.resize(1200, 800)
-    page.show()
-    qtbot.waitExposed(page)
-    page.open_model(ref)
-    qtbot.waitUntil(lambda: page.backend is not None or bool(page.error.text()), timeout=WAIT)
-    assert page.backend is not None, page.error.text()
-    return page
+# --- what a user does (besides tests/desktop/chat_actions.py) ---------------------------------
 
 
 def turn_on_guard(qtbot, ctx, model: str, version: str | None = None, *,
@@ -46,14 +33,6 @@ def turn_on_guard(qtbot, ctx, model: str, version: str | None = None, *,
         safety.set_action(code, action)
     safety.check_input.setChecked(check_input)
     safety.enabled.setChecked(True)
-
-
-def send(qtbot, page: ChatPage, text: str) -> None:
-    page.input.setPlainText(text)
-    with qtbot.waitSignal(page.turn_done, timeout=WAIT):
-        qtbot.mouseClick(page.send_button, Qt.MouseButton.LeftButton)
-
-
 
 
 def chat_model_calls(server) -> list:

@@ -105,17 +105,17 @@ def test_pull_shows_progress_then_the_new_row(qtbot, ctx, ollama_server: FakeOll
     gate = threading.Event()
     ollama_server.script_pull(sizes=(6000, 200), pause=gate)
     page = make_page(qtbot, ctx, ollama_server.host)
-    qtbot.keyClicks(page.pull_name, "tiny:1b")
-    qtbot.mouseClick(page.pull_button, Qt.MouseButton.LeftButton)
+    qtbot.keyClicks(page.pull.name, "tiny:1b")
+    qtbot.mouseClick(page.pull.button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: page.pull_status.text().startswith("pulling "), timeout=WAIT)
-    assert not page.pull_progress.isHidden() and not page.cancel_button.isHidden()
-    assert not page.pull_button.isEnabled()
+    assert not page.pull.progress.isHidden() and not page.pull.cancel_button.isHidden()
+    assert not page.pull.button.isEnabled()
     gate.set()
     with qtbot.waitSignal(page.refreshed, timeout=WAIT):
         pass
     qtbot.waitUntil(lambda: "tiny:1b" in column(page, 0), timeout=WAIT)
     assert page.pull_status.text() == "Pulled tiny:1b."
-    assert page.pull_progress.isHidden() and page.pull_button.isEnabled()
+    assert page.pull.progress.isHidden() and page.pull.button.isEnabled()
     finish(qtbot, ctx)
 
 
@@ -123,13 +123,13 @@ def test_cancel_leaves_no_row(qtbot, ctx, ollama_server: FakeOllama) -> None:
     gate = threading.Event()
     ollama_server.script_pull(sizes=(6000,), pause=gate)
     page = make_page(qtbot, ctx, ollama_server.host)
-    page.pull_name.setText("big:70b")
-    qtbot.mouseClick(page.pull_button, Qt.MouseButton.LeftButton)
+    page.pull.name.setText("big:70b")
+    qtbot.mouseClick(page.pull.button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: page.pull_status.text().startswith("pulling "), timeout=WAIT)
-    worker = page.pull_worker
+    worker = page.pull.worker
     assert worker is not None
     with qtbot.waitSignal(worker.signals.done, timeout=WAIT):
-        qtbot.mouseClick(page.cancel_button, Qt.MouseButton.LeftButton)
+        qtbot.mouseClick(page.pull.cancel_button, Qt.MouseButton.LeftButton)
     with qtbot.waitSignal(page.refreshed, timeout=WAIT):
         pass
     assert page.pull_status.text() == "Pull of big:70b cancelled; nothing was added."
@@ -141,9 +141,9 @@ def test_cancel_leaves_no_row(qtbot, ctx, ollama_server: FakeOllama) -> None:
 
 def test_failed_pull_says_why_in_a_sentence(qtbot, ctx, ollama_server: FakeOllama) -> None:
     page = make_page(qtbot, ctx, ollama_server.host)
-    page.pull_name.setText("no-such-model")
+    page.pull.name.setText("no-such-model")
     with qtbot.waitSignal(page.refreshed, timeout=WAIT):
-        qtbot.mouseClick(page.pull_button, Qt.MouseButton.LeftButton)
+        qtbot.mouseClick(page.pull.button, Qt.MouseButton.LeftButton)
     assert "library has no model 'no-such-model'" in page.pull_status.text()
     assert page.table.rowCount() == 0
     finish(qtbot, ctx)
@@ -274,4 +274,78 @@ def test_a_hash_lands_only_on_its_own_model(qtbot, ctx, ollama_server: FakeOllam
     expected = hashlib.sha256(b.read_bytes()).hexdigest()
     qtbot.waitUntil(lambda: page.detail.sha.text() == f"SHA-256: {expected}", timeout=WAIT)
     assert sha_button.isHidden()
+    finish(qtbot, ctx)
+
+
+# --- what is loaded in memory -----------------------------------------------------------------
+
+
+def loaded_rows(page: ModelsPage) -> list[list[str]]:
+    table = page.loaded.table
+    return [[table.item(r, c).text() for c in range(table.columnCount() - 1)]
+            for r in range(table.rowCount())]
+
+
+def test_a_loaded_model_is_listed_and_unload_frees_it(qtbot, ctx, tiny_gguf: Path) -> None:
+    from core.models.pool import engine_pool
+
+    path = str(tiny_gguf.resolve())
+    engine_pool().engine(tiny_gguf, n_ctx=512, n_threads=1).load()  # as a chat would
+    page = make_page(qtbot, ctx, "127.0.0.1:9")
+    page.resize(1100, 700)
+    page.show()  # on screen, the list refreshes itself
+    qtbot.waitUntil(lambda: page.loaded.unload_button(path) is not None, timeout=WAIT)
+    row = next(r for r in loaded_rows(page) if r[0] == tiny_gguf.name and r[1] == "chat")
+    assert row[2] == "512" and row[3].startswith("idle") and row[4].isdigit()
+    page.grab().save("/tmp/models_loaded.png")
+    button = page.loaded.unload_button(path)
+    assert button is not None and button.isEnabled()
+    with qtbot.waitSignal(page.loaded.unloaded, timeout=WAIT):
+        qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.loaded.unload_button(path) is None, timeout=WAIT)
+    assert path not in {m.path for m in engine_pool().loaded() if m.role == "chat"}
+    assert page.loaded.note.text() == ""
+    finish(qtbot, ctx)
+
+
+class BusyPool:
+    """A pool whose one chat model is busy (or turns busy when asked to unload)."""
+
+    def __init__(self, busy: bool) -> None:
+        from core.models.pool import LoadedModel
+
+        self.model = LoadedModel("/models/big.gguf", "chat", 8192, busy, 0.0, 4242)
+
+    def loaded(self):
+        return [self.model]
+
+    def unload(self, path, role="chat"):
+        from core.errors import CorralError
+
+        raise CorralError("big.gguf is generating an answer",
+                          hint="Stop it (or wait until it ends), then unload it")
+
+
+@pytest.mark.parametrize("busy", [True, False])
+def test_a_busy_model_is_not_unloaded(qtbot, ctx, monkeypatch: pytest.MonkeyPatch,
+                                      busy: bool) -> None:
+    import core.models.pool as pool
+
+    fake = BusyPool(busy)
+    monkeypatch.setattr(pool, "engine_pool", lambda: fake)
+    page = make_page(qtbot, ctx, "127.0.0.1:9")
+    with qtbot.waitSignal(page.loaded.refreshed, timeout=WAIT):
+        page.loaded.refresh()
+    assert loaded_rows(page) == [["big.gguf", "chat", "8,192", "busy" if busy else "idle 0 s",
+                                  "4242"]]
+    button = page.loaded.unload_button("/models/big.gguf")
+    assert button is not None
+    if busy:  # nothing to click: the row says why
+        assert not button.isEnabled() and "generating" in button.toolTip()
+    else:  # it turned busy after the list was shown: the pool refuses, the page says why
+        with qtbot.waitSignal(page.loaded.refreshed, timeout=WAIT):
+            qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+        assert page.loaded.note.text() == ("big.gguf is generating an answer. Stop it (or wait "
+                                           "until it ends), then unload it")
+        assert loaded_rows(page)[0][0] == "big.gguf"  # still there
     finish(qtbot, ctx)

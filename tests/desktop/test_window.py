@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage
 
 from core.config import Settings
@@ -132,3 +133,95 @@ def test_a_broken_settings_file_gives_defaults_everywhere_and_one_message(qtbot,
     ctx.jobs.cancel_all()
     ctx.jobs.wait_all()
     assert path.read_text(encoding="utf-8").startswith("[ollama\n")  # never overwritten
+
+
+# --- one page asks another: the window builds the other page first --------------------------
+
+
+def click_row(qtbot, models, ref: str) -> None:
+    """Click the Models table's row of ``ref`` and wait for its details."""
+    item = models.table.item(models.row_of(ref), 0)
+    with qtbot.waitSignal(models.detail_shown, timeout=60000):
+        qtbot.mouseClick(models.table.viewport(), Qt.MouseButton.LeftButton,
+                         pos=models.table.visualItemRect(item).center())
+
+
+def test_chat_with_it_opens_the_model_in_a_chat_page_never_shown(qtbot, ctx, tiny_gguf,
+                                                                 tmp_path, monkeypatch) -> None:
+    import desktop.pages.chat.page as chat_page
+    from core.models import library
+
+    for name in ("model-a", "model-b"):
+        copy = tmp_path / f"{name}.gguf"
+        copy.write_bytes(tiny_gguf.read_bytes())
+        library.import_file(copy, name)
+    opened: list[str] = []
+    real = chat_page.open_model_job
+
+    def open_model_job(job, ref, settings):
+        opened.append(ref)
+        return real(job, ref, settings)
+
+    monkeypatch.setattr(chat_page, "open_model_job", open_model_job)
+    ctx.settings.ollama.host = "127.0.0.1:9"  # no Ollama: the imported files only
+    window = MainWindow(ctx)
+    qtbot.addWidget(window)
+    window.show()
+    models = window.page("Models")
+    qtbot.waitUntil(lambda: models.row_of("model-a") >= 0, timeout=60000)
+    assert "Chat" not in window.pages
+    click_row(qtbot, models, "model-a")
+    qtbot.mouseClick(models.detail.chat_button, Qt.MouseButton.LeftButton)
+    assert window.current_page == "Chat"
+    chat = window.page("Chat")
+    qtbot.waitUntil(lambda: chat.backend is not None, timeout=60000)
+    assert (chat.backend_ref, chat.model_box.currentText()) == ("model-a", "model-a")
+    assert chat.format_note.text().startswith("model-a (imported GGUF): Auto picks llama2")
+    # again from the Models page, now that the Chat page exists: opened once, not twice
+    window.show_page("Models")
+    click_row(qtbot, models, "model-b")
+    qtbot.mouseClick(models.detail.chat_button, Qt.MouseButton.LeftButton)
+    assert window.current_page == "Chat"
+    qtbot.waitUntil(lambda: chat.backend is not None, timeout=60000)
+    assert chat.backend_ref == "model-b" and opened == ["model-a", "model-b"]
+    ctx.jobs.wait_all()
+    window.status.shutdown()
+
+
+def test_open_in_tokens_reaches_a_tokens_page_never_shown(qtbot, ctx, tiny_gguf,
+                                                         monkeypatch) -> None:
+    from desktop.pages.tokens.page import TokensPage
+
+    received: list[tuple[str, str]] = []
+    real = TokensPage.receive_text
+
+    def receive_text(self, text: str, ref: str = "") -> None:
+        received.append((text, ref))
+        real(self, text, ref)
+
+    monkeypatch.setattr(TokensPage, "receive_text", receive_text)
+    ctx.settings.ollama.host = "127.0.0.1:9"
+    window = MainWindow(ctx)
+    qtbot.addWidget(window)
+    window.show()
+    window.show_page("Chat")
+    chat = window.page("Chat")
+    qtbot.keyClicks(chat.model_box, str(tiny_gguf))
+    qtbot.keyClick(chat.model_box, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: chat.backend is not None, timeout=60000)
+    qtbot.mouseClick(chat.inspect_button, Qt.MouseButton.LeftButton)
+    chat.input.setPlainText("hello tokens")
+    qtbot.waitUntil(lambda: "hello tokens" in chat.inspector.text, timeout=60000)
+    assert "Tokens" not in window.pages
+    qtbot.mouseClick(chat.inspector.to_tokens, Qt.MouseButton.LeftButton)
+    assert window.current_page == "Tokens"
+    tokens = window.page("Tokens")
+    assert isinstance(tokens, TokensPage)
+    assert tokens.text.toPlainText() == chat.inspector.text
+    assert received == [(chat.inspector.text, str(tiny_gguf))]
+    # again, now that the Tokens page exists: received once, not twice
+    window.show_page("Chat")
+    qtbot.mouseClick(chat.inspector.to_tokens, Qt.MouseButton.LeftButton)
+    assert window.current_page == "Tokens" and len(received) == 2
+    qtbot.waitUntil(lambda: not ctx.jobs.running, timeout=60000)
+    window.status.shutdown()

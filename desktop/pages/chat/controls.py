@@ -25,7 +25,8 @@ from desktop.pages.chat.panels import ParamsForm
 log = logging.getLogger("corral.desktop.chat")
 
 FORMAT_CHOICES = [("Auto (from the model)", "auto"), ("Llama 2 / Code Llama", "llama2"),
-                  ("Code Llama 70B", "codellama70b"), ("Model's own template", "model")]
+                  ("Code Llama 70B", "codellama70b"), ("Model's own template", "model"),
+                  ("Plain completion (base model)", "raw")]
 
 
 def known_models(default_model: str) -> list[str]:

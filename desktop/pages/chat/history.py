@@ -6,21 +6,38 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QSize, Qt, Signal
 from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QInputDialog,
     QLineEdit,
+    QListView,
     QListWidget,
     QListWidgetItem,
     QMessageBox,
     QPushButton,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
     QVBoxLayout,
     QWidget,
 )
 
 from core.chat.store import Conversation, HistoryStore
+
+
+class FittedTitles(QStyledItemDelegate):
+    """Titles as wide as the list at most, so a long one ends in "…" (its tooltip has it all)
+    instead of widening the list past its edge."""
+
+    def __init__(self, view: QListView) -> None:
+        super().__init__(view)
+        self.view = view
+
+    def sizeHint(self, option: QStyleOptionViewItem,  # noqa: N802 (Qt name)
+                 index: QModelIndex | QPersistentModelIndex) -> QSize:
+        hint = super().sizeHint(option, index)
+        return QSize(min(hint.width(), self.view.viewport().width()), hint.height())
 
 
 class ConversationList(QWidget):
@@ -42,6 +59,10 @@ class ConversationList(QWidget):
         self.search.setPlaceholderText("Search conversations")
         self.search.setClearButtonEnabled(True)
         self.list = QListWidget()
+        self.list.setItemDelegate(FittedTitles(self.list))
+        self.list.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.list.setResizeMode(QListView.ResizeMode.Adjust)  # titles refit as it resizes
         row = QHBoxLayout()
         self.rename_button = QPushButton("Rename")
         self.delete_button = QPushButton("Delete")
@@ -83,7 +104,7 @@ class ConversationList(QWidget):
         for conv in convs:
             item = QListWidgetItem(conv.title or "(untitled)")
             item.setData(Qt.ItemDataRole.UserRole, conv.id)
-            item.setToolTip(f"{conv.model} · {conv.format}")
+            item.setToolTip(f"{conv.title or '(untitled)'}\n{conv.model} · {conv.format}")
             self.list.addItem(item)
             if conv.id == current:
                 self.list.setCurrentItem(item)

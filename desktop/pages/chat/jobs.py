@@ -103,38 +103,52 @@ def turn_job(job: Job, session: ChatSession, action: TurnAction, drop_oldest: bo
 class PromptViews(NamedTuple):
     """What the context meter and the prompt inspector show for the draft."""
 
-    system_tokens: int | None  # None: not counted (no system prompt)
-    history_tokens: int | None  # None: not counted exactly (estimate from ``chars``)
-    length: int | None  # the context window
+    system_tokens: int  # the fixed part: the system prompt and the format's own tokens
+    history_tokens: int  # the earlier turns' and the draft's tokens
+    exact: bool  # counted by the model's own tokenizer, else estimated from the characters
+    length: int | None  # the context window the model really gets
+    requested: int  # the context length the user picked (0: the model's default)
     prepared: PreparedPrompt | None  # the exact prompt, when the inspector is open
-    problem: str  # why the prompt could not be built
-    chars: int
+    problem: str  # why the prompt could not be built (or is not shown)
     kind: str  # the backend kind
+
+
+EMPTY_DRAFT = "Type a message to see the exact prompt the model will receive."
+CHARS_PER_TOKEN = 4  # the estimate where the model's own tokenizer is not at hand
 
 
 def prompt_views_job(job: Job, session: ChatSession, draft: str, upto: int | None, kind: str,
                      want_prompt: bool) -> PromptViews:
-    """Count the system prompt and the whole prompt (history before position ``upto`` and the
-    draft); build the exact prompt too when ``want_prompt``."""
+    """Count the fixed part of the prompt (the system prompt in the format's frame, with an
+    empty message) and the whole prompt (history before position ``upto`` and the draft);
+    build the exact prompt too when ``want_prompt`` and something is typed.
+
+    An empty draft is counted as an empty next message, so the history is counted exactly
+    after a turn too."""
     from core.prompts.base import Message
 
     history = [m for m in session.history() if upto is None or m.position < upto]
-    msgs = session.prompt_messages(history, draft if draft.strip() else None)
+    msgs = session.prompt_messages(history, draft if draft.strip() else "")
+    requested = session.params.context_length
+    length = session.backend.use_context(requested)
+    total = session.backend.count(msgs, session.format, "defuse")
     system_msgs = [Message("system", session.system)] if session.system.strip() else []
-    length = session.backend.use_context(session.params.context_length)
-    sys_count = hist_count = None
-    if system_msgs:
-        sys_count = session.backend.count([*system_msgs, Message("user", "")],
-                                          session.format, "defuse")
-    if msgs and msgs[-1].role == "user":
-        hist_count = session.backend.count(msgs, session.format, "defuse")
+    fixed = None
+    if total is not None:
+        fixed = session.backend.count([*system_msgs, Message("user", "")], session.format,
+                                      "defuse")
+    exact = total is not None and fixed is not None
+    if total is None or fixed is None:  # e.g. no tokenizer at hand: estimate
+        fixed = len(session.system.strip()) // CHARS_PER_TOKEN
+        chars = sum(len(m.content) for m in msgs if m.role != "system")
+        total = fixed + chars // CHARS_PER_TOKEN
     prepared = None
-    problem = ""
-    if want_prompt and msgs and msgs[-1].role == "user":
+    problem = "" if draft.strip() else EMPTY_DRAFT
+    if want_prompt and draft.strip():
         job.check()  # superseded while counting: building the prompt is wasted work
         try:
             prepared = session.backend.prepare(msgs, session.format, session.tags)
         except CorralError as exc:  # e.g. a refused special tag: shown in the inspector
             problem = exc.sentence()
-    chars = sum(len(m.content) for m in msgs)
-    return PromptViews(sys_count, hist_count, length, prepared, problem, chars, kind)
+    return PromptViews(fixed, max(total - fixed, 0), exact, length, requested, prepared,
+                       problem, kind)

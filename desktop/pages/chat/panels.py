@@ -21,12 +21,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.chat.backends import PreparedPrompt
+from core.chat.backends import BackendInfo, PreparedPrompt
 from core.chat.params import GenerationParams
 from core.chat.session import ChatSession
 from desktop.context import AppContext
 from desktop.jobs import Worker
-from desktop.pages.chat.jobs import PromptViews, prompt_views_job
+from desktop.pages.chat.jobs import CHARS_PER_TOKEN, PromptViews, prompt_views_job
 
 
 class ParamsForm(QWidget):
@@ -89,21 +89,43 @@ class ParamsForm(QWidget):
         self.stop.setPlainText("\n".join(p.stop))
 
 
+def trained_context(info: BackendInfo) -> int | None:
+    """The context length the model was trained on: from the GGUF's metadata (llama.cpp gives
+    its values as text), or what Ollama reports for the model."""
+    if info.kind == "ollama":
+        return info.context_length
+    meta = info.details.get("metadata") or {}
+    value = str(meta.get(f"{meta.get('general.architecture', '')}.context_length", ""))
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 class ContextMeter(QProgressBar):
-    """Tokens used by the system prompt, the history and the answer so far, of the context."""
+    """Tokens used by the system prompt, the history and the answer so far, of the context the
+    model really gets; "≈" marks estimates, and the tooltip says why and where the length
+    comes from."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setTextVisible(True)
         self.setMaximumHeight(18)
         self.system = self.history = self.answer = 0
-        self.length: int | None = None
-        self.exact = True
+        self.length: int | None = None  #: the context the model really gets
+        self.requested = 0  #: what the user picked (0: the model's default)
+        self.trained: int | None = None  #: what the model was trained on
+        self.exact = True  #: counted by the model's own tokenizer
+        self.backend_exact = True  #: the backend says its counts are exact
         self.show_counts(0, 0, None)
 
+    def set_model(self, info: BackendInfo | None) -> None:
+        """The model whose context this is (None while none is open)."""
+        self.trained = trained_context(info) if info is not None else None
+        self.backend_exact = info.exact_counts if info is not None else True
+        self._update()
+
     def show_counts(self, system: int, history: int, length: int | None, *,
-                    exact: bool = True) -> None:
-        self.system, self.history, self.length, self.exact = system, history, length, exact
+                    requested: int = 0, exact: bool = True) -> None:
+        self.system, self.history, self.length = system, history, length
+        self.requested, self.exact = requested, exact
         self.answer = 0
         self._update()
 
@@ -111,17 +133,53 @@ class ContextMeter(QProgressBar):
         self.answer = tokens
         self._update()
 
+    @property
+    def capped(self) -> bool:
+        """The user picked more than the model gets (e.g. past its trained length)."""
+        return bool(self.requested and self.length and self.length < self.requested)
+
     def _update(self) -> None:
         used = self.system + self.history + self.answer
-        approx = "" if self.exact else "≈"
-        of = f" / {self.length}" if self.length else ""
-        self.setFormat(f"context: system {approx}{self.system} + history {approx}{self.history}"
-                       f" + answer {self.answer} = {approx}{used}{of} tokens")
+        approx = "" if self.exact and self.backend_exact else "≈"
+        of = f" / {self.length:,}" if self.length else ""
+        trained = ""
+        if self.capped:
+            trained = (" (capped at the trained length)" if self.length == self.trained
+                       else f" (capped; you picked {self.requested:,})")
+        elif self.trained and self.length and self.trained != self.length:
+            trained = f" (of {self.trained:,} trained)"
+        self.setFormat(f"context: system {approx}{self.system:,} + history "
+                       f"{approx}{self.history:,} + answer {self.answer:,} = "
+                       f"{approx}{used:,}{of} tokens{trained}")
+        self.setToolTip(self._explain(approx))
         self.setRange(0, max(self.length or used or 1, 1))
         self.setValue(min(used, self.maximum()))
         full = bool(self.length) and used > 0.9 * (self.length or 0)
         self.setStyleSheet("QProgressBar::chunk { background: %s; }"
                            % ("#e53935" if full else "#4fc3f7"))
+
+    def _explain(self, approx: str) -> str:
+        lines = ["system: the system prompt and the prompt format's own tokens; history: the "
+                 "earlier turns and the message being typed; answer: the answer so far."]
+        if self.length:
+            where = (f"you picked {self.requested:,}" if self.requested
+                     else "the model's default; change it under Parameters → Context length")
+            if self.capped and self.length == self.trained:
+                where = (f"you picked {self.requested:,}, but the model was trained on "
+                         f"{self.length:,}, and longer contexts only produce garbage")
+            elif self.capped:
+                where = f"you picked {self.requested:,}; the backend gives no more"
+            lines.append(f"The model gets a context of {self.length:,} tokens ({where}).")
+        if self.trained and not self.capped:
+            lines.append(f"It was trained on {self.trained:,} tokens.")
+        if approx and not self.exact:
+            lines.append("≈: estimates. The model's own tokenizer is not at hand, so tokens are "
+                         f"counted as about {CHARS_PER_TOKEN} characters each.")
+        elif approx:
+            lines.append("≈: estimates. Corral cannot count with this model's own vocabulary "
+                         "here (its file is not in the Ollama store on this machine, or Ollama "
+                         "applies its own template), so the numbers are estimates with a margin.")
+        return "\n".join(lines)
 
 
 def inspector_html(prompt: PreparedPrompt) -> str:
@@ -237,11 +295,8 @@ class PromptWatch(QObject):
         self.inspector.show_problem(self.ctx.show_error(exc))
 
     def _ready(self, views: PromptViews) -> None:
-        system = views.system_tokens or 0
-        history = views.history_tokens
-        history = (history - system) if history is not None else views.chars // 4
-        self.meter.show_counts(system, max(history, 0), views.length,
-                               exact=views.history_tokens is not None)
+        self.meter.show_counts(views.system_tokens, views.history_tokens, views.length,
+                               requested=views.requested, exact=views.exact)
         if views.prepared is not None:
             self.inspector.show_prompt(views.prepared, views.kind)
         elif views.problem:

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 NO_KBS = "No knowledge bases yet"
 CHOOSE = "Choose a knowledge base"
+NO_KB_CHOSEN = ("Choose a knowledge base for “Use documents” (create one on the Documents "
+                "page), or turn the switch off.")
 
 
 def _count(n: int, word: str) -> str:

@@ -11,7 +11,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from PySide6.QtCore import QUrl, Signal
-from PySide6.QtGui import QGuiApplication, QTextCharFormat, QTextCursor, QTextDocument
+from PySide6.QtGui import (
+    QColor,
+    QFont,
+    QGuiApplication,
+    QTextBlockFormat,
+    QTextCharFormat,
+    QTextCursor,
+    QTextDocument,
+)
 from PySide6.QtWidgets import QTextBrowser, QWidget
 
 from core.chat.export import stats_line
@@ -21,6 +29,9 @@ from core.chat.store import ChatMessage
 from core.safety.code_scan import guess_language, normalise_language, scan_code
 from core.safety.verdict import GuardVerdict
 from desktop.widgets.verdicts import COLOURS, badge_parts, findings_html
+
+ASSISTANT_COLOUR = "#00695c"
+WARNING_STYLE = "color:#7a5300; font-size:small"
 
 
 @functools.lru_cache(maxsize=1024)
@@ -106,6 +117,7 @@ class TranscriptView(QTextBrowser):
     # --- whole conversation ----------------------------------------------------------
 
     def show_messages(self, messages: Sequence[ChatMessage], *, empty_text: str = "") -> None:
+        self.streaming_text = ""  # what streamed is shown as stored from now on
         self.code.clear()
         self.badges.clear()
         self.findings.clear()
@@ -119,7 +131,7 @@ class TranscriptView(QTextBrowser):
 
     def message_html(self, msg: ChatMessage, *, is_last: bool = False) -> str:
         who = "You" if msg.role == "user" else "Assistant"
-        colour = "#37474f" if msg.role == "user" else "#00695c"
+        colour = "#37474f" if msg.role == "user" else ASSISTANT_COLOUR
         verdict = msg.verdict or {}
         action = verdict.get("action")
         hidden = action == "block" and msg.role == "assistant" and msg.id not in self.revealed
@@ -150,15 +162,17 @@ class TranscriptView(QTextBrowser):
         elif action == "warn":
             body = (self.body_html(msg) if msg.role == "assistant"
                     else markdown_html(msg.content))
-            body += f"<p style='color:#7a5300; font-size:small'>Warning: {why}</p>"
+            body += f"<p style='{WARNING_STYLE}'>Warning: {why}</p>"
         else:
             body = self.body_html(msg)
         foot = ""
         if msg.role == "assistant":
+            if msg.warning:  # e.g. the server cut the prompt: said under the answer, plainly
+                foot = f"<p style='{WARNING_STYLE}'>Warning: {html.escape(msg.warning)}</p>"
             line = stats_line(msg)
             if msg.interrupted and msg.error:
                 line += f" — {msg.error}"
-            foot = f"<p style='color:#78909c; font-size:small'>{html.escape(line)}</p>"
+            foot += f"<p style='color:#78909c; font-size:small'>{html.escape(line)}</p>"
             foot += self.citations_html(msg)
         return head + body + foot
 
@@ -216,15 +230,23 @@ class TranscriptView(QTextBrowser):
 
     # --- streaming -------------------------------------------------------------------
 
-    def begin_stream(self, user: ChatMessage | None, header: str = "Assistant") -> None:
+    def begin_stream(self) -> None:
+        """Start the streamed answer below what is shown: its "Assistant" header in a paragraph
+        of its own (never run on from the message above), then the paragraph the text goes
+        into."""
         at_end = self.at_end()
-        cursor = self.textCursor()
+        cursor = QTextCursor(self.document())
         cursor.movePosition(QTextCursor.MoveOperation.End)
-        if user is not None:
-            cursor.insertHtml(self.message_html(user))
-        cursor.insertHtml(f"<p style='margin-top:14px'><b style='color:#00695c'>"
-                          f"{html.escape(header)}</b></p>")
-        cursor.insertBlock()
+        head = QTextBlockFormat()
+        head.setTopMargin(14)
+        name = QTextCharFormat()
+        name.setFontWeight(QFont.Weight.Bold)
+        name.setForeground(QColor(ASSISTANT_COLOUR))
+        cursor.insertBlock(head, name)
+        cursor.insertText("Assistant", name)
+        body = QTextBlockFormat()
+        body.setTopMargin(12)  # as far below the header as a stored answer's text
+        cursor.insertBlock(body, self._plain)
         self.streaming_text = ""
         if at_end:
             self.scroll_to_end()

@@ -3,7 +3,8 @@ files and compute a file's SHA-256. They run in the thread pool; no widgets here
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import sys
+from typing import TYPE_CHECKING, Any, cast
 
 from desktop.jobs import Job
 
@@ -12,6 +13,7 @@ if TYPE_CHECKING:  # imported for real inside the jobs, so the window opens befo
     from core.models.catalog import ModelList
     from core.models.library import ImportedModel, ImportFailure
     from core.models.ollama_client import OllamaClient
+    from core.models.pool import LoadedModel, Role
 
 
 def list_job(job: Job, settings: Settings) -> ModelList:
@@ -65,3 +67,19 @@ def sha256_job(job: Job, path: str) -> str:
         job.progress(done / total if total else 1.0, "computing SHA-256")
 
     return sha256_file(path, progress)
+
+
+def loaded_job(job: Job) -> list[LoadedModel]:
+    """The engines whose child process is running now. None when no engine was ever asked for:
+    the pool is then not even imported, and is not imported just to look (a module another
+    thread is importing has no ``engine_pool`` yet, and has loaded nothing either)."""
+    engine_pool = getattr(sys.modules.get("core.models.pool"), "engine_pool", None)
+    return list(engine_pool().loaded()) if engine_pool is not None else []
+
+
+def unload_job(job: Job, model: LoadedModel) -> LoadedModel:
+    """Stop ``model``'s engine child; the pool refuses (EngineBusy) while it is generating."""
+    from core.models.pool import engine_pool
+
+    engine_pool().unload(model.path, role=cast("Role", model.role))
+    return model

@@ -1,15 +1,16 @@
 """Models page: every model in one table (Ollama server, Ollama store, GGUF files), with pull,
-delete, import and a detail panel (GGUF metadata, chat template, Modelfile parts, SHA-256).
+delete, import, a detail panel (GGUF metadata, chat template, Modelfile parts, SHA-256) and
+what is loaded in memory now, with Unload.
 
-All slow work (listing, pulls, imports, hashing, inspecting) runs through ``ctx.jobs.run``
-(the job functions: jobs.py); the page only turns clicks into core calls and results into
-widgets (the detail panel: widgets.py).
+All slow work (listing, pulls, imports, hashing, inspecting, unloading) runs through
+``ctx.jobs.run`` (the job functions: jobs.py); the page only turns clicks into core calls and
+results into widgets (beside it: the detail panel in widgets.py, the pull bar in pull.py, the
+loaded models in loaded.py).
 """
 
 from __future__ import annotations
 
 import copy
-import re
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,9 +22,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
-    QLineEdit,
     QMessageBox,
-    QProgressBar,
     QPushButton,
     QSplitter,
     QStackedWidget,
@@ -38,12 +37,13 @@ from core.units import human_size
 from desktop.context import AppContext, describe_error
 from desktop.jobs import Worker
 from desktop.pages.models import jobs
+from desktop.pages.models.loaded import LoadedPanel
+from desktop.pages.models.pull import PullBar
 from desktop.pages.models.widgets import DetailPanel
 
 if TYPE_CHECKING:
     from core.models.catalog import ModelEntry, ModelList
     from core.models.library import ImportedModel, ImportFailure
-    from core.models.ollama_client import OllamaClient
 
 COLUMNS = ["Name", "Source", "Family", "Parameters", "Quantization", "Size", "Context", "Loaded"]
 
@@ -58,8 +58,6 @@ class ModelsPage(QWidget):
         super().__init__(parent)
         self.ctx = ctx
         self.entries: list[ModelEntry] = []
-        self.pull_worker: Worker[str] | None = None
-        self.client: OllamaClient | None = None
         #: the model whose detail the panel shows (or is reading); late results for another
         #: model are dropped
         self.detail_ref: str | None = None
@@ -88,19 +86,8 @@ class ModelsPage(QWidget):
             head.addWidget(b)
         outer.addLayout(head)
 
-        pull = QHBoxLayout()
-        self.pull_name = QLineEdit()
-        self.pull_name.setPlaceholderText("Ollama model to pull, e.g. llama2:7b or llama-guard3:1b")
-        self.pull_button = QPushButton("Pull")
-        self.pull_progress = QProgressBar()
-        self.pull_progress.setRange(0, 1000)
-        self.pull_progress.setTextVisible(True)
-        self.pull_progress.hide()
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.hide()
-        for w in (self.pull_name, self.pull_button, self.pull_progress, self.cancel_button):
-            pull.addWidget(w, 1 if w in (self.pull_name, self.pull_progress) else 0)
-        outer.addLayout(pull)
+        self.pull = PullBar(self.ctx)
+        outer.addWidget(self.pull)
         self.pull_status = QLabel("")
         self.pull_status.setWordWrap(True)
         self.pull_status.hide()
@@ -134,14 +121,16 @@ class ModelsPage(QWidget):
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 2)
         outer.addWidget(split, 1)
+        self.loaded = LoadedPanel(self.ctx)
+        outer.addWidget(self.loaded)
 
         self.refresh_button.clicked.connect(self.refresh)
         self.import_file_button.clicked.connect(self.choose_files)
         self.import_folder_button.clicked.connect(self.choose_folder)
         self.delete_button.clicked.connect(self.delete_selected)
-        self.pull_button.clicked.connect(self.start_pull)
-        self.pull_name.returnPressed.connect(self.start_pull)
-        self.cancel_button.clicked.connect(self.cancel_pull)
+        self.pull.status.connect(self._status)
+        self.pull.ended.connect(self._pull_ended)
+        self.loaded.unloaded.connect(lambda _path: self.ctx.bus.models_changed.emit())
         self.table.itemSelectionChanged.connect(self._selection_changed)
         self.detail.chat_button.clicked.connect(self._chat_with_selected)
         self.detail.sha_button.clicked.connect(self._compute_sha)
@@ -162,6 +151,7 @@ class ModelsPage(QWidget):
     # --- listing ---------------------------------------------------------------------
 
     def refresh(self) -> Worker[ModelList]:
+        self.loaded.refresh()
         return self.ctx.jobs.run(jobs.list_job, self._settings(), group="models-list",
                                  on_result=self._show_list, on_error=self._list_failed)
 
@@ -307,71 +297,11 @@ class ModelsPage(QWidget):
         self.detail.sha_button.setEnabled(True)
         self.detail.sha.setText("SHA-256: –")
 
-    # --- pull ------------------------------------------------------------------------
-
-    def start_pull(self) -> None:
-        name = self.pull_name.text().strip().removeprefix("ollama:")
-        if not name:
-            self._status("Type the name of an Ollama model to pull, e.g. llama2:7b.")
-            return
-        if not re.fullmatch(r"[A-Za-z0-9_./:-]+", name):
-            self._status(f"'{name}' is not a valid Ollama model name.")
-            return
-        if self.pull_worker is not None and not self.pull_worker.is_done:
-            return
-        from core.models.ollama_client import OllamaClient
-
-        self.client = client = OllamaClient.from_settings(self.ctx.settings)
-        self.pull_button.setEnabled(False)
-        self.pull_name.setEnabled(False)
-        self.pull_progress.setRange(0, 0)
-        self.pull_progress.show()
-        self.cancel_button.show()
-        self.cancel_button.setEnabled(True)
-        self._status(f"Pulling {name}…")
-        # Cancel shuts the client's sockets (interrupt), so a stalled download stops at once.
-        self.pull_worker = self.ctx.jobs.run(
-            jobs.pull_job, client, name, group="models-pull",
-            on_progress=self._pull_progress, on_result=self._pull_done,
-            on_error=partial(self._pull_failed, name),
-            on_cancelled=partial(self._pull_cancelled, name),
-            interrupt=client.cancel)
-
-    def cancel_pull(self) -> None:
-        if self.pull_worker is not None and not self.pull_worker.is_done:
-            self.cancel_button.setEnabled(False)
-            self._status("Cancelling…")
-            self.pull_worker.cancel()
-
-    def _pull_progress(self, fraction: float | None, text: str) -> None:
-        if fraction is None:
-            self.pull_progress.setRange(0, 0)
+    def _pull_ended(self, added: bool) -> None:
+        if added:  # a change of the list, for every page
+            self.ctx.bus.models_changed.emit()
         else:
-            self.pull_progress.setRange(0, 1000)
-            self.pull_progress.setValue(int(fraction * 1000))
-        self._status(text)
-
-    def _pull_finished_ui(self) -> None:
-        self.pull_button.setEnabled(True)
-        self.pull_name.setEnabled(True)
-        self.pull_progress.hide()
-        self.cancel_button.hide()
-
-    def _pull_done(self, name: str) -> None:
-        self._pull_finished_ui()
-        self._status(f"Pulled {name}.")
-        self.ctx.status(f"Pulled {name}.")
-        self.ctx.bus.models_changed.emit()
-
-    def _pull_failed(self, name: str, exc: BaseException) -> None:
-        self._pull_finished_ui()
-        self._status(self.ctx.show_error(exc))
-        self.refresh()
-
-    def _pull_cancelled(self, name: str, _partial: object) -> None:
-        self._pull_finished_ui()
-        self._status(f"Pull of {name} cancelled; nothing was added.")
-        self.refresh()
+            self.refresh()
 
     # --- delete ----------------------------------------------------------------------
 
@@ -448,5 +378,4 @@ class ModelsPage(QWidget):
             self.import_paths(paths)
 
     def shutdown(self) -> None:
-        if self.pull_worker is not None and not self.pull_worker.is_done:
-            self.pull_worker.cancel()
+        self.pull.cancel()
