@@ -1,14 +1,16 @@
 """Render the README's screenshots: each main page with real content, offscreen.
 
 A throw-away CORRAL_HOME is filled the way a user would fill it (through `corral`
-subcommands: a tiny random-weight GGUF imported, the sample documents indexed, one chat
-stored), then the window is opened and each page is driven a little and grabbed.
+subcommands: the real SmolLM2-135M-Instruct GGUF imported, the sample corpus indexed, a
+two-turn chat with it stored), then the window is opened and each page is driven a little
+and grabbed.
 
 Run: QT_QPA_PLATFORM=offscreen python tools/readme_screenshots.py [OUT_DIR]
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,21 +20,30 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script: the checkout's packages come first
 SAMPLES = ROOT / "resources" / "samples"
+MODEL = "smollm2"
+#: Questions the 135M model answers sensibly; greedy decoding makes the answers repeatable.
+QUESTIONS = ("Where do llamas live?", "How big do they get?")
+GREEDY = ("--temperature", "0", "--seed", "7", "--max-tokens", "120")
+#: Lands in the llamas-and-alpacas cluster of the corpus map.
+MAP_QUERY = "Why should llamas never be kept alone?"
 
 
-def corral(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "desktop.launcher", *args], check=True, cwd=ROOT)
+def corral(*args: str) -> str:
+    """Run a `corral` subcommand; its standard output when it asks for --json."""
+    capture = "--json" in args
+    done = subprocess.run([sys.executable, "-m", "desktop.launcher", *args], check=True,
+                          cwd=ROOT, text=True, stdout=subprocess.PIPE if capture else None)
+    return done.stdout or ""
 
 
-def prepare_home(home: Path) -> Path:
-    from tools.tiny_gguf import make_tiny_gguf
+def prepare_home() -> None:
+    from tools.real_models import smollm2_path
 
-    model = make_tiny_gguf(home / "tiny-llama.gguf")
-    corral("models", "import", str(model), "--name", "tiny-llama")
+    corral("models", "import", str(smollm2_path()), "--name", MODEL)
     corral("kb", "create", "samples")
     corral("index", str(SAMPLES), "--kb", "samples")
-    corral("chat", "tiny-llama", "--max-tokens", "40", "--seed", "7", "Hello, what is a llama?")
-    return model
+    first = json.loads(corral("chat", MODEL, *GREEDY, "--json", QUESTIONS[0]))
+    corral("chat", MODEL, *GREEDY, "--conversation", str(first["conversation_id"]), QUESTIONS[1])
 
 
 def main() -> int:
@@ -42,7 +53,7 @@ def main() -> int:
     os.environ["CORRAL_HOME"] = str(home)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     os.environ.setdefault("CORRAL_ENGINE_THREADS", "1")
-    prepare_home(home)
+    prepare_home()
 
     from PySide6.QtCore import QEventLoop, QTimer
 
@@ -75,7 +86,7 @@ def main() -> int:
     pages = {title: window.page(title) for title in ("Models", "Chat", "Documents", "Tokens", "Embeddings")}
     wait_idle()
     models = pages["Models"]
-    models.select_ref("tiny-llama")
+    models.select_ref(MODEL)
     wait_idle()
     shoot("Models")
 
@@ -90,7 +101,7 @@ def main() -> int:
     shoot("Documents")
 
     tokens = pages["Tokens"]
-    tokens.model_ref.setCurrentText("tiny-llama")
+    tokens.model_ref.setCurrentText(MODEL)
     tokens.text.setPlainText("Hello, wörld! Llamas 🦙 tokenize [INST] differently.")
     tokens.tokenize()
     wait_idle()
@@ -113,7 +124,7 @@ def main() -> int:
     wait_idle()
     emb.compute_map()
     wait_idle()
-    emb.query.setText("Which program runs a model file on my own CPU?")
+    emb.query.setText(MAP_QUERY)
     emb.find_neighbours()
     wait_idle()
     window.show_page("Embeddings")
