@@ -95,13 +95,7 @@ class LlamaCppBackend:
                     "this model has no chat template of its own",
                     hint="Choose the llama2 or codellama70b format.",
                 )
-            n_vocab = int(info.get("n_vocab") or 0)
-            ids = list(range(n_vocab))
-            types = self.engine.token_types(ids)
-            special_ids = [i for i, t in zip(ids, types, strict=False)
-                           if t in ("control", "user_defined")]
-            pieces = self.engine.token_pieces(special_ids) if special_ids else []
-            texts = tuple(p.decode("utf-8", "replace") for p in pieces if p)
+            texts = tuple(p.decode("utf-8", "replace") for p in self.engine.special_tokens() if p)
             bos, eos = int(info["bos"]), int(info["eos"])
             bos_text, eos_text = (p.decode("utf-8", "replace")
                                   for p in self.engine.token_pieces([bos, eos]))

@@ -275,8 +275,13 @@ class EngineClient:
             if not self.alive:
                 from core.models import gguf_check
 
-                gguf_check.check_loadable(self.model_path)  # before a child is even started
-                self._child = EngineProcess()
+                child = EngineProcess()  # it imports llama.cpp while the file is checked
+                try:
+                    gguf_check.check_loadable(self.model_path)  # before the child may read it
+                except BaseException:
+                    child.kill()
+                    raise
+                self._child = child
                 if not self._read().get("ready"):
                     raise EngineCrashed("the engine did not start")
             self.info = self._load(progress, token)
@@ -348,6 +353,12 @@ class EngineClient:
     def token_types(self, ids: Sequence[int]) -> list[str]:
         reply = self._call({"op": "types", "ids": list(ids)})
         return [str(t) for t in reply["types"]]
+
+    def special_tokens(self) -> list[bytes]:
+        """The texts of every control and user-defined token (what a template may write and
+        a message must not), scanned in the child in one request."""
+        reply = self._call({"op": "specials"})
+        return [base64.b64decode(p) for p in reply["b64"]]
 
     def next_token_probs(self, prompt_ids: Sequence[int], candidate_ids: Sequence[int], *,
                          cancel: CancelToken | None = None) -> dict[int, float]:

@@ -222,6 +222,16 @@ class _Child:
             names.append(next((n for bit, n in _ATTR_NAMES.items() if attr & bit), "normal"))
         return {"types": names}
 
+    def op_specials(self, msg: dict[str, Any]) -> dict[str, Any]:
+        import llama_cpp
+
+        vocab = self.llm._model.vocab
+        wanted = 8 | 16  # control, user_defined
+        ids = [t for t in range(self.llm.n_vocab())
+               if int(llama_cpp.llama_vocab_get_attr(vocab, t)) & wanted]
+        pieces = [self.llm.detokenize([t], special=True) for t in ids]
+        return {"b64": [base64.b64encode(p).decode() for p in pieces]}
+
     def op_probs(self, msg: dict[str, Any]) -> dict[str, Any]:
         import llama_cpp
         import numpy as np
@@ -343,6 +353,8 @@ def main() -> None:
     proto = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)  # llama.cpp (and anything else) printing to stdout goes to stderr
     sys.stdout = sys.stderr
+    import llama_cpp  # noqa: F401  (now, while the parent checks the file)
+
     _Child(proto).serve()
 
 
