@@ -43,6 +43,7 @@ class ContextCheck:
     prompt_tokens: int | None
     max_tokens: int
     context_length: int | None
+    estimated: bool = False  #: the count is an estimate (with a margin), not the model's own
 
     @property
     def fits(self) -> bool:
@@ -138,7 +139,8 @@ class ChatSession:
         if length is None:
             length = self.backend.use_context(self.params.context_length)
         count = self.backend.count(messages, self.format, self.tags)
-        return ContextCheck(count, self.params.max_tokens, length)
+        estimated = not self.backend.info().exact_counts
+        return ContextCheck(count, self.params.max_tokens, length, estimated)
 
     def fit_context(self, messages: list[Message], drop_oldest: bool) -> tuple[list[Message], int]:
         check = self.check_context(messages)
@@ -147,7 +149,8 @@ class ChatSession:
             first = 1 if messages and messages[0].role == "system" else 0
             if not drop_oldest or len(messages) - first < 3:
                 raise ContextOverflow(
-                    f"the conversation needs {check.prompt_tokens} tokens plus up to "
+                    f"the conversation needs {'about ' if check.estimated else ''}"
+                    f"{check.prompt_tokens} tokens plus up to "
                     f"{check.max_tokens} for the answer, but the model's context holds "
                     f"{check.context_length}",
                     needed=(check.prompt_tokens or 0) + check.max_tokens,

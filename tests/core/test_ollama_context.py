@@ -86,7 +86,7 @@ def test_without_the_vocabulary_counts_are_estimates_and_overflow_is_refused(
         assert backend.count([Message("user", long)], fmt, "refuse") > 180
         session = session_for(backend, params=params(context_length=256, max_tokens=64),
                               fmt=fmt)
-        with pytest.raises(ContextOverflow):
+        with pytest.raises(ContextOverflow, match="needs about"):
             list(session.send(long))
     assert ollama_server.requests_to("/api/generate") == []  # Ollama never got it to cut
     assert ollama_server.requests_to("/api/chat") == []
