@@ -1,4 +1,5 @@
-"""`corral search QUERY --kb NAME`: the chunks a knowledge base retrieves for a query."""
+"""`corral search QUERY --kb NAME`: the chunks a knowledge base retrieves for a query, and
+(under --json) why each came back: its vector and keyword ranks and the fused score."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import textwrap
 from core.cli._common import add_json_flag, load_settings, print_json
 
 HELP = "search a knowledge base"
+MODES = ("hybrid", "vector", "keyword")  # as core.rag.retriever.MODES, without importing it
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -16,22 +18,29 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-k", type=int, default=5, help="number of hits (default 5)")
     parser.add_argument("--threshold", type=float, default=0.0,
                         help="minimum cosine similarity of a hit (default 0)")
-    parser.add_argument("--vector-only", action="store_true", help="no keyword (BM25) fusion")
+    parser.add_argument("--mode", choices=MODES, default=None,
+                        help="hybrid: vectors and keywords (BM25) fused (default); "
+                             "vector or keyword: one side only")
+    parser.add_argument("--vector-only", action="store_true", help="the same as --mode vector")
     add_json_flag(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    from core.errors import CorralError
     from core.rag.knowledge_base import open_kb
     from core.rag.retriever import Retriever
 
+    mode = args.mode or ("vector" if args.vector_only else "hybrid")
+    if args.vector_only and mode != "vector":
+        raise CorralError(f"--vector-only contradicts --mode {mode}", hint="Give one of them.")
     kb = open_kb(args.kb, settings=load_settings())
     try:
-        hits = Retriever(kb).search(args.query, args.k, threshold=args.threshold,
-                                    hybrid=not args.vector_only)
+        hits = Retriever(kb).search(args.query, args.k, threshold=args.threshold, mode=mode)
     finally:
         kb.close()
     if args.json:
-        print_json({"query": args.query, "kb": args.kb, "hits": [h.to_dict() for h in hits]})
+        print_json({"query": args.query, "kb": args.kb, "mode": mode,
+                    "hits": [h.to_dict() for h in hits]})
         return 0
     if not hits:
         print("no matching chunks")

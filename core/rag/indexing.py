@@ -363,7 +363,7 @@ class IndexJob:
             self._stop_parser(parsed, parser)
             yield from drain(keep=0)
         if s.chunks:
-            store.call(kb.keywords.refresh_common_terms)
+            store.call(kb.keywords.refresh)
         if not self.cancelled and sample:
             yield self._health(sample)
 

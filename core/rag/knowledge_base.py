@@ -209,6 +209,22 @@ class KnowledgeBase:
         )
 
     @property
+    def hybrid_weight(self) -> float:
+        """How much the keyword side counts in hybrid search, 0..1 (0.5: as much as vectors)."""
+        try:
+            weight = float(self.metadata.get("corral_hybrid_weight", 0.5))
+        except (TypeError, ValueError):
+            return 0.5
+        if weight != weight:  # NaN
+            return 0.5
+        return min(1.0, max(0.0, weight))
+
+    @hybrid_weight.setter
+    def hybrid_weight(self, weight: float) -> None:
+        self.store.update_metadata(self.collection, {"corral_hybrid_weight": float(weight)})
+        self.metadata["corral_hybrid_weight"] = float(weight)
+
+    @property
     def watch(self) -> bool:
         return self.catalogue.get_value("watch") == "1"
 
@@ -251,7 +267,8 @@ class KnowledgeBase:
         emb = emb or shared_embedder(self.embedder_spec, self.mode, ollama=self.ollama)
         params = params or self.params
         self.store.delete_collection(self.collection)
-        self.metadata = _metadata(self.name, emb, params)
+        kept = {k: v for k, v in self.metadata.items() if k == "corral_hybrid_weight"}
+        self.metadata = {**_metadata(self.name, emb, params), **kept}
         self.store.create_collection(self.collection, self.metadata)
         self.catalogue.clear()
         for source in list(self.keywords_sources()):
@@ -288,6 +305,13 @@ class KnowledgeBase:
             embs = got.get("embeddings") if embeddings else None
             yield ids, list(got["documents"]), [dict(m or {}) for m in got["metadatas"]], embs
             offset += len(ids)
+
+    def rebuild_keywords(self) -> int:
+        """Refill the keyword index (a local cache) from the chunk texts Chroma holds."""
+        count = self.keywords.sync((ids, texts, metas) for ids, texts, metas, _vectors
+                                   in self.iter_chunks(embeddings=False))
+        self.keywords.refresh()
+        return count
 
     def keywords_sources(self) -> set[str]:
         with self.keywords._lock:

@@ -314,21 +314,21 @@ class Store:
 
         return self.submit(lambda: self._on(name, op))
 
-    def query_and_fetch(self, name: str, vector: np.ndarray, n: int, also: Sequence[str]
-                        ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """One trip to the storage thread: the nearest ``n`` chunks, plus the chunks in ``also``
-        that are not among them (with their vectors, so their cosine can be computed)."""
+    def query_then_get(self, name: str, vector: np.ndarray, n: int,
+                       pick: Callable[[dict[str, Any]], Sequence[str]]
+                       ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """One trip to the storage thread (each trip costs a thread wake-up): the ids and
+        distances of the nearest ``n`` chunks, then the texts, metadatas and vectors of the
+        chunks that ``pick`` chooses, given that answer (hybrid search fuses ranks there)."""
         query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
 
         def op(col: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-            near = dict(col.query(query_embeddings=query, n_results=n,
-                                  include=["documents", "metadatas", "distances"]))
-            seen = set(near["ids"][0])
-            rest = [cid for cid in also if cid not in seen]
-            extra: dict[str, Any] = {"ids": [], "documents": [], "metadatas": [], "embeddings": []}
-            if rest:
-                extra = dict(col.get(ids=rest, include=["documents", "metadatas", "embeddings"]))
-            return near, extra
+            near = dict(col.query(query_embeddings=query, n_results=n, include=["distances"]))
+            ids = list(pick(near))
+            got: dict[str, Any] = {"ids": [], "documents": [], "metadatas": [], "embeddings": []}
+            if ids:
+                got = dict(col.get(ids=ids, include=["documents", "metadatas", "embeddings"]))
+            return near, got
 
         return self.call(lambda: self._on(name, op))
 

@@ -9,7 +9,7 @@ import pytest
 
 from core.config import Settings
 from core.rag.indexing import index_paths
-from core.rag.knowledge_base import create_kb
+from core.rag.knowledge_base import create_kb, open_kb
 from core.rag.retriever import Hit, Retriever, format_context
 from core.rag.store import Store
 from tests.fixtures.documents import minilm_embedder, prose
@@ -38,6 +38,16 @@ def kb(tmp_path: Path, minilm_embedder):
 def test_keyword_fusion_finds_an_exact_part_number(kb) -> None:
     hits = Retriever(kb).search("ZX-4471Q", k=3)
     assert hits[0].source.endswith("parts.txt")
+    assert hits[0].keyword_rank == 1 and hits[0].keyword_score is not None
+    # vector-only search sees no keyword side at all
+    assert all(h.keyword_rank is None for h in Retriever(kb).search("ZX-4471Q", k=3, mode="vector"))
+
+
+def test_an_index_run_leaves_every_word_searchable(kb) -> None:
+    """An index run feeds the keyword side: a keyword search finds both copies by their words."""
+    hits = Retriever(kb).search("lighthouse keeper weather", k=3, mode="keyword", collapse=False)
+    assert {Path(h.source).name for h in hits[:2]} == {"copy-a.txt", "copy-b.txt"}
+    assert [h.keyword_rank for h in hits[:2]] == [1, 2]
 
 
 def test_near_duplicates_are_collapsed(kb) -> None:
@@ -64,3 +74,14 @@ def test_context_is_fenced_marked_as_data_and_cleaned() -> None:
     assert "\u200b" not in text and "\U000e0041" not in text
     assert "<<<EXCERPT [1] source: evil.pdf, page 3>>>" in text
     assert format_context([]) == ""
+
+
+def test_the_hybrid_weight_stays_with_the_knowledge_base(kb) -> None:
+    assert kb.hybrid_weight == 0.5  # plain reciprocal-rank fusion unless the user says else
+    kb.hybrid_weight = 0.7
+    kb.rebuild()  # a re-index with another embedder keeps the user's weighting
+    again = open_kb("r", settings=Settings(), store=kb.store)
+    try:
+        assert again.hybrid_weight == 0.7
+    finally:
+        again.close()
