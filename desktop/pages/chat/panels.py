@@ -156,7 +156,7 @@ class ContextMeter(QProgressBar):
         self.setValue(min(used, self.maximum()))
         full = bool(self.length) and used > 0.9 * (self.length or 0)
         self.setStyleSheet("QProgressBar::chunk { background: %s; }"
-                           % ("#e53935" if full else "#4fc3f7"))
+                           % ("#ef9a9a" if full else "#b3e5fc"))  # light: the text stays legible
 
     def _explain(self, approx: str) -> str:
         lines = ["system: the system prompt and the prompt format's own tokens; history: the "
