@@ -1,9 +1,11 @@
 """Benchmark: one guard check through GuardService (llama.cpp engine child, exact token ids,
 first-token probability, early stop) vs raw llama-cpp-python doing the same in one process;
-and the code scan's throughput on a long Markdown answer.
+and the code scan: a 200-line answer with 4 code blocks (the whole scan vs semgrep alone on
+the same files with the same rules), and findings per 1,000 lines of the Python standard
+library.
 
-Run: python tests/bench/bench_safety.py [ROUNDS]
-Prints median seconds per check for both and the ratio (Corral / raw; lower is better).
+Run: python tests/bench/bench_safety.py [ROUNDS] [--scan-only]
+Prints median seconds for both sides and the ratio (Corral / raw; lower is better).
 """
 
 from __future__ import annotations
@@ -29,13 +31,12 @@ def main(rounds: int = 5) -> None:
     from core.config import Settings
     from core.models.pool import close_all
     from core.prompts.guard import render_guard
-    from core.safety.code_scan import scan_markdown
     from core.safety.guard import GuardService
     from tools.tiny_gguf import SPM_SPACE, make_tiny_gguf
 
     tmp = Path(tempfile.mkdtemp())
     os.environ["CORRAL_HOME"] = str(tmp / "home")
-    path = make_tiny_gguf(tmp / "guard.gguf", always=SPM_SPACE + "safe")
+    path = make_tiny_gguf(tmp / "guard.gguf", always=SPM_SPACE + "safe", then=("</s>",))
     settings = Settings()
     settings.engine.n_threads = 1
     service = GuardService(str(path), "llama-guard-2", settings=settings, audit=False)
@@ -65,12 +66,95 @@ def main(rounds: int = 5) -> None:
     print(f"guard check: Corral {a * 1000:.1f} ms, raw llama-cpp-python {b * 1000:.1f} ms, "
           f"ratio {a / b:.2f}x")
 
-    answer = "Some text.\n\n```python\n" + "x = eval(input())\n" * 2000 + "```\n"
+
+
+def answer_200_lines() -> str:
+    """A 200-line answer: prose and 4 fenced blocks (Python, JavaScript, Java, C)."""
+    py = ["import os, subprocess", "", "def run(cmd, folder):"]
+    py += [f"    out{i} = subprocess.run(['ls', folder], capture_output=True)" for i in range(36)]
+    py += ["    os.system('ls ' + folder)", "    return out0"]
+    js = ["const fs = require('fs');", "function load(name) {"]
+    js += [f"  const part{i} = fs.readFileSync('data/' + name + '{i}.json');" for i in range(38)]
+    js += ["  return eval(part0.toString());", "}"]
+    java = ["import java.util.Random;", "class Pick {", "  int pick(int n) {"]
+    java += [f"    int v{i} = n * {i} + 1;" for i in range(36)]
+    java += ["    return new Random().nextInt(n);", "  }", "}"]
+    c = ["#include <string.h>", "void copy(char *dst, const char *src, int n) {"]
+    c += [f"    dst[{i}] = src[{i}];" for i in range(38)]
+    c += ["    strcpy(dst, src);", "}"]
+    parts = []
+    for lang, code in (("python", py), ("javascript", js), ("java", java), ("c", c)):
+        parts += ["Here is the next part, with a few words on what it does.", "",
+                  f"```{lang}", *code, "```", ""]
+    lines = parts + ["That is all."] * (200 - len(parts))
+    return "\n".join(lines[:200])
+
+
+def scan_bench(rounds: int = 9) -> None:
+    import subprocess
+
+    from core.safety.code_scan import code_blocks, scan_markdown
+    from core.safety.code_scan.semgrep import (
+        _target,
+        find_semgrep_core,
+        rules_text,
+        semgrep_command,
+    )
+
+    answer = answer_200_lines()
+    blocks = code_blocks(answer)
+    assert len(answer.splitlines()) == 200 and len(blocks) == 4
+    first = scan_markdown(answer)
+    assert first.complete and len(first) >= 4, first.problems
+    full, quick, raw = [], [], []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        scan_markdown(answer)
+        full.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        scan_markdown(answer, semgrep=False)
+        quick.append(time.perf_counter() - t)
+    folder = Path(tempfile.mkdtemp())
+    (folder / "rules.json").write_text(rules_text())
+    names = []
+    for block in blocks:
+        name, text, _offset = _target(block)
+        (folder / name).write_text(text)
+        names.append(name)
+    for _ in range(rounds):
+        t = time.perf_counter()
+        subprocess.run(semgrep_command("rules.json", names), executable=find_semgrep_core(),
+                       cwd=folder, capture_output=True, check=True)
+        raw.append(time.perf_counter() - t)
+    a, b, q = statistics.median(full), statistics.median(raw), statistics.median(quick)
+    print(f"code scan, 200-line answer with 4 blocks ({len(first)} findings): Corral "
+          f"{a * 1000:.0f} ms, semgrep alone {b * 1000:.0f} ms, ratio {a / b:.2f}x; "
+          f"quick scan (line rules only) {q * 1000:.1f} ms")
+
+
+def stdlib_findings(folder: str = "/usr/lib/python3.11") -> None:
+    """Findings per 1,000 lines of the Python standard library (false-positive pressure)."""
+    from collections import Counter
+
+    from core.safety.code_scan import CodeBlock, scan_blocks
+
+    files = sorted(Path(folder).glob("*.py"))
+    blocks = [CodeBlock(i, "python", "python", p.read_text(errors="replace"), 1)
+              for i, p in enumerate(files)]
+    lines = sum(b.code.count("\n") + 1 for b in blocks)
     t = time.perf_counter()
-    findings = scan_markdown(answer)
+    scan = scan_blocks(blocks, budget_s=900)
     dt = time.perf_counter() - t
-    print(f"code scan: {len(findings)} findings in 2000 lines, {dt * 1000:.1f} ms")
+    assert scan.complete, scan.problems
+    top = ", ".join(f"{rule} {n}" for rule, n in Counter(f.rule_id for f in scan).most_common(6))
+    print(f"standard library: {len(files)} files, {lines} lines, {len(scan)} findings = "
+          f"{1000 * len(scan) / lines:.2f} per 1,000 lines ({dt:.1f} s); most: {top}")
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 5)
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    count = int(args[0]) if args else 5
+    if "--scan-only" not in sys.argv:
+        main(count)
+    scan_bench(max(count, 9))
+    stdlib_findings()

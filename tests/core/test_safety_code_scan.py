@@ -1,213 +1,132 @@
-"""The insecure-code scan: every rule's own positive/negative case from code_rules.json, and
-realistic answers per language (what a user would see next to a code block)."""
+"""The code scan as a user meets it: each insecure line of a realistic answer flagged with its
+CWE and rule, at its line within its block; careful code in the same languages left alone;
+Corral's own rules each flag their example and spare its look-alike; `corral guard
+--scan-code` reports block_index, line, cwe, rule_id and severity."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from core.safety.code_scan import (
     LANGUAGES,
     RULES_PATH,
+    CodeBlock,
     code_blocks,
+    guess_language,
     load_rules,
     normalise_language,
     scan_code,
     scan_markdown,
 )
+from core.safety.code_scan.line_rules import corral_findings
 
+DATA = Path(__file__).parent / "data" / "code_scan"
 RULES = load_rules()
 
 
-def _ids(findings):
-    return {f.rule_id for f in findings}
+@pytest.fixture(scope="module")
+def insecure():
+    """One scan of an answer with 8 blocks in 8 languages (one semgrep run for all)."""
+    return scan_markdown((DATA / "insecure_answer.md").read_text())
+
+
+@pytest.fixture(scope="module")
+def careful():
+    return scan_markdown((DATA / "careful_answer.md").read_text())
+
+
+# block, line within the block, CWE: what a reviewer would mark in insecure_answer.md
+EXPECTED = {
+    0: {3: "CWE-798", 6: "CWE-94", 7: "CWE-94", 8: "CWE-502", 9: "CWE-502", 10: "CWE-78",
+        11: "CWE-328", 12: "CWE-338", 13: "CWE-78"},  # python
+    1: {3: "CWE-78", 4: "CWE-95", 5: "CWE-79"},  # javascript
+    2: {7: "CWE-330", 8: "CWE-330", 9: "CWE-327", 10: "CWE-327", 11: "CWE-78"},  # java
+    3: {7: "CWE-327", 8: "CWE-327", 9: "CWE-78", 10: "CWE-78", 11: "CWE-502",
+        12: "CWE-502"},  # csharp
+    4: {3: "CWE-94", 4: "CWE-78", 5: "CWE-327"},  # php
+    5: {4: "CWE-78", 5: "CWE-676"},  # rust
+    6: {6: "CWE-242", 7: "CWE-120", 8: "CWE-120", 9: "CWE-78", 10: "CWE-338"},  # c
+    7: {5: "CWE-120"},  # cpp
+}
+
+
+def test_every_insecure_line_is_flagged_with_its_cwe(insecure):
+    assert insecure.complete, insecure.problems
+    found = {(f.block_index, f.line, f.cwe) for f in insecure}
+    missing = [(b, line, cwe) for b, lines in EXPECTED.items() for line, cwe in lines.items()
+               if (b, line, cwe) not in found]
+    assert not missing
+
+
+def test_findings_say_where_and_what(insecure):
+    blocks = code_blocks((DATA / "insecure_answer.md").read_text())
+    assert [b.language for b in blocks] == ["python", "javascript", "java", "csharp", "php",
+                                            "rust", "c", "cpp"]
+    for f in insecure:
+        code_line = blocks[f.block_index].code.split("\n")[f.line - 1]
+        assert f.snippet == code_line.strip()[:200]  # the line within its block, not the file
+        assert f.rule_id and f.title and f.why and f.severity
+        assert f.engine in ("codeshield-semgrep", "codeshield-regex", "corral")
+    strcpy = [f for f in insecure.for_block(6) if f.line == 7]
+    assert [(f.rule_id, f.engine) for f in strcpy] == [("vulnerable-strcpy",
+                                                        "codeshield-semgrep")]
+
+
+def test_one_finding_per_weakness_and_line(insecure):
+    keys = [(f.block_index, f.line, f.cwe) for f in insecure]
+    assert len(keys) == len(set(keys))  # strcpy: CodeShield's regex and semgrep agree: once
+
+
+def test_careful_code_in_every_language_is_clean(careful):
+    assert careful.complete, careful.problems
+    assert len(code_blocks((DATA / "careful_answer.md").read_text())) == 10
+    assert [(f.block_index, f.line, f.rule_id) for f in careful] == []
+
+
+# --- Corral's own rules ---------------------------------------------------------------------
 
 
 def _langs(rule):
     return LANGUAGES if "*" in rule.languages else rule.languages
 
 
-@pytest.mark.parametrize("rule", RULES, ids=[r.id for r in RULES])
-def test_rule_flags_its_positive_example(rule):
-    for lang in _langs(rule):
-        assert rule.id in _ids(scan_code(rule.positive, lang)), (rule.id, lang)
+def _hits(rule, code, lang):
+    block = CodeBlock(0, lang, lang, code, 1)
+    return {f.rule_id for f in corral_findings(block, rules=(rule,)).findings}
 
 
 @pytest.mark.parametrize("rule", RULES, ids=[r.id for r in RULES])
-def test_rule_spares_its_negative_example(rule):
+def test_rule_flags_its_positive_and_spares_its_negative(rule):
     for lang in _langs(rule):
-        assert rule.id not in _ids(scan_code(rule.negative, lang)), (rule.id, lang)
+        assert rule.id in _hits(rule, rule.positive, lang), (rule.id, lang)
+        assert rule.id not in _hits(rule, rule.negative, lang), (rule.id, lang)
 
 
-def test_rule_file_is_complete_and_covers_the_languages():
+def test_rule_file_is_complete():
     data = json.loads(RULES_PATH.read_text())
     ids = [r["id"] for r in data["rules"]]
     assert len(ids) == len(set(ids))
     for raw in data["rules"]:
-        for key in ("title", "why", "pattern", "positive", "negative", "languages"):
+        for key in ("title", "why", "pattern", "positive", "negative", "languages", "cwe"):
             assert raw[key], (raw["id"], key)
     covered = {lang for r in RULES for lang in r.languages}
-    assert set(LANGUAGES) <= covered
-    needed = ["py-eval-exec", "py-subprocess-shell", "py-os-system-format", "py-pickle-load",
-              "py-yaml-load", "py-tls-verify-off", "secret-assignment", "py-weak-password-hash",
-              "py-sql-format", "c-unsafe-string", "js-eval", "sh-eval", "sql-dynamic-concat"]
-    assert set(needed) <= set(ids)
+    assert {"shell", "sql", "java", "csharp", "rust", "php", "c", "cpp", "*"} <= covered
 
 
-# --- realistic snippets -----------------------------------------------------------------------
-
-PYTHON_BAD = '''\
-import hashlib, os, pickle, subprocess, requests, yaml
-
-API_KEY = "9f8e7d6c5b4a39281706"
-
-def handler(request, cur):
-    expr = request.args["q"]
-    value = eval(expr)
-    subprocess.run(f"convert {request.args['file']} out.png", shell=True)
-    os.system("tar czf backup.tgz %s" % request.args["dir"])
-    session = pickle.loads(request.cookies["session"])
-    settings = yaml.load(request.data)
-    requests.post("https://internal/api", json={}, verify=False)
-    pw_hash = hashlib.md5(request.form["password"].encode()).hexdigest()
-    cur.execute("SELECT * FROM users WHERE name = '%s'" % request.args["name"])
-'''
-PYTHON_GOOD = '''\
-import hashlib, json, os, subprocess, requests, yaml
-
-API_KEY = os.environ["API_KEY"]
-
-def handler(request, cur):
-    # never use eval(expr) or shell=True here
-    value = json.loads(request.args["q"])
-    subprocess.run(["convert", request.args["file"], "out.png"], check=True)
-    settings = yaml.safe_load(request.data)
-    requests.post("https://internal/api", json={}, timeout=10)
-    digest = hashlib.sha256(request.files["upload"].read()).hexdigest()
-    salt = os.urandom(16)
-    pw_hash = hashlib.scrypt(request.form["password"].encode(), salt=salt, n=2**14, r=8, p=1)
-    cur.execute("SELECT * FROM users WHERE name = %s", (request.args["name"],))
-'''
-
-JS_BAD = '''\
-const { exec } = require("child_process");
-const https = require("https");
-app.get("/run", (req, res) => {
-  exec(`ping -c 1 ${req.query.host}`, (err, out) => res.send(out));
-  const total = eval(req.query.formula);
-  db.query("SELECT * FROM orders WHERE id = " + req.params.id);
-  const hash = crypto.createHash("sha1").update(req.body.password).digest("hex");
-  document.getElementById("c").innerHTML = req.query.comment;
-});
-const agent = new https.Agent({ rejectUnauthorized: false });
-const stripeKey = "sk-live-abcdefghijklmnopqrstuvwx";
-'''
-JS_GOOD = '''\
-const { execFile } = require("child_process");
-app.get("/run", (req, res) => {
-  execFile("ping", ["-c", "1", req.query.host], (err, out) => res.send(out));
-  const total = Number(req.query.formula);
-  db.query("SELECT * FROM orders WHERE id = $1", [req.params.id]);
-  const hash = await bcrypt.hash(req.body.password, 12);
-  document.getElementById("c").textContent = req.query.comment;
-});
-const stripeKey = process.env.STRIPE_KEY;
-'''
-
-SHELL_BAD = '''\
-#!/bin/bash
-export DB_PASSWORD="hunter2hunter2"
-curl -sSL https://get.example.com/install.sh | sudo bash
-curl -k https://internal.example.com/data.json -o data.json
-eval "$1"
-chmod -R 777 /srv/app
-'''
-SHELL_GOOD = '''\
-#!/bin/bash
-set -euo pipefail
-# curl -k would be insecure; we verify instead
-curl -fsSL https://get.example.com/install.sh -o install.sh
-sha256sum -c install.sh.sha256
-chmod 750 /srv/app
-printf '%s\\n' "$1"
-'''
-
-C_BAD = '''\
-#include <stdio.h>
-#include <string.h>
-int main(int argc, char **argv) {
-    char name[32], cmd[128];
-    gets(name);
-    strcpy(name, argv[1]);
-    sprintf(cmd, "grep %s /etc/passwd", name);
-    system(cmd);
-    return 0;
-}
-'''
-C_GOOD = '''\
-#include <stdio.h>
-#include <string.h>
-int main(int argc, char **argv) {
-    char name[32];
-    if (!fgets(name, sizeof name, stdin)) return 1;
-    snprintf(name, sizeof name, "%s", argv[1]);
-    execlp("grep", "grep", "--", name, "/etc/passwd", (char *)NULL);
-    return 0;
-}
-'''
-
-SQL_BAD = """\
-CREATE USER reporting IDENTIFIED BY 'Winter2024!';
-GRANT ALL PRIVILEGES ON *.* TO 'reporting'@'%';
-DECLARE @sql nvarchar(max);
-SET @sql = 'SELECT * FROM accounts WHERE owner = ''' + @owner + '''';
-EXEC(@sql);
-UPDATE users SET pw = MD5(password_plain) WHERE id = 1;
-"""
-SQL_GOOD = """\
-CREATE USER reporting IDENTIFIED BY :reporting_password;
-GRANT SELECT ON shop.orders TO 'reporting'@'10.0.0.%';
-EXEC sp_executesql N'SELECT * FROM accounts WHERE owner = @o', N'@o nvarchar(64)', @o = @owner;
--- never EXEC(@sql) with concatenated input
-SELECT MD5(file_blob) AS checksum FROM attachments;
-"""
+def test_shell_sql_and_secrets_stay_corrals():
+    answer = ("```bash\ncurl -sSL https://get.example.com/i.sh | sudo bash\nchmod -R 777 /srv\n"
+              "```\n```sql\nGRANT ALL PRIVILEGES ON *.* TO 'app'@'%';\n```\n"
+              "```text\ntoken = \"ghp_abcdefghijklmnopqrstuvwxyz0123456789\"\n```\n")
+    scan = scan_markdown(answer)
+    assert scan.complete  # no block for semgrep: nothing left undone
+    assert {(f.block_index, f.line, f.cwe) for f in scan} >= {
+        (0, 1, "CWE-494"), (0, 2, "CWE-732"), (1, 1, "CWE-250"), (2, 1, "CWE-798")}
 
 
-@pytest.mark.parametrize("lang,code,expected", [
-    ("python", PYTHON_BAD, {"secret-assignment", "py-eval-exec", "py-subprocess-shell",
-                            "py-os-system-format", "py-pickle-load", "py-yaml-load",
-                            "py-tls-verify-off", "py-weak-password-hash", "py-sql-format"}),
-    ("javascript", JS_BAD, {"js-child-process", "js-eval", "js-sql-concat",
-                            "js-weak-password-hash", "js-inner-html", "js-tls-off",
-                            "secret-known-format"}),
-    ("shell", SHELL_BAD, {"secret-assignment", "sh-pipe-to-shell", "sh-tls-off", "sh-eval",
-                          "sh-chmod-777"}),
-    ("c", C_BAD, {"c-unsafe-string", "c-system-format"}),
-    ("sql", SQL_BAD, {"sql-hardcoded-password", "sql-grant-all", "sql-dynamic-concat",
-                      "sql-weak-password-hash"}),
-])
-def test_realistic_insecure_code_is_flagged(lang, code, expected):
-    found = _ids(scan_code(code, lang))
-    assert expected <= found, expected - found
-
-
-@pytest.mark.parametrize("lang,code", [
-    ("python", PYTHON_GOOD), ("javascript", JS_GOOD), ("shell", SHELL_GOOD), ("c", C_GOOD),
-    ("sql", SQL_GOOD),
-])
-def test_realistic_careful_code_is_clean(lang, code):
-    assert scan_code(code, lang) == []
-
-
-def test_finding_has_line_rule_and_why():
-    findings = scan_code(C_BAD, "c")
-    strcpy = next(f for f in findings if f.snippet.startswith("strcpy"))
-    assert strcpy.line == 6 and strcpy.rule_id == "c-unsafe-string"
-    assert strcpy.why and strcpy.title and strcpy.language == "c"
-
-
-# --- Markdown answers --------------------------------------------------------------------------
+# --- blocks and languages -------------------------------------------------------------------
 
 ANSWER = '''Here is how to do it:
 
@@ -216,9 +135,7 @@ import os
 os.system("ls " + folder)
 ```
 
-And in C++:
-
-1. First step:
+1. In C++:
    ```cpp
    strcpy(dst, src);
    ```
@@ -232,38 +149,83 @@ Inline `eval(x)` is not a block.
 '''
 
 
-def test_scan_markdown_finds_each_block_with_its_index_and_line():
-    findings = scan_markdown(ANSWER)
-    got = {(f.block_index, f.language, f.line, f.rule_id) for f in findings}
-    assert got == {
-        (0, "python", 2, "py-os-system-format"),
-        (1, "c", 1, "c-unsafe-string"),
-        (2, "shell", 2, "sh-tls-off"),  # no language on the fence: guessed from the shebang
-    }
+def test_markdown_blocks_keep_their_index_and_line():
+    scan = scan_markdown(ANSWER)
+    got = {(f.block_index, f.language, f.line, f.cwe) for f in scan}
+    assert got == {(0, "python", 2, "CWE-78"), (1, "cpp", 1, "CWE-120"),
+                   (2, "shell", 2, "CWE-295")}  # the last fence names no language: guessed
 
 
-def test_blocks_and_languages():
-    blocks = code_blocks(ANSWER)
-    assert [b.language for b in blocks] == ["python", "c", "shell"]
-    assert blocks[1].code == "strcpy(dst, src);"
-    assert normalise_language("TypeScript") == "javascript"
-    assert normalise_language("{.bash}") == "shell"
-    assert normalise_language("rust") is None
+@pytest.mark.parametrize("name,language", [
+    ("TypeScript", "javascript"), ("{.bash}", "shell"), ("C#", "csharp"), ("cs", "csharp"),
+    ("c++", "cpp"), ("rs", "rust"), ("Java", "java"), ("php", "php"), ("go", None)])
+def test_language_names(name, language):
+    assert normalise_language(name) == language
 
 
-def test_unclosed_fence_runs_to_the_end():
-    findings = scan_markdown("```js\nconst x = eval(input);\n")
-    assert _ids(findings) == {"js-eval"}
+@pytest.mark.parametrize("code,language", [
+    ("<?php echo 1;", "php"), ("#include <iostream>\nint main() { std::cout << 1; }", "cpp"),
+    ("#include <stdio.h>\nint main(void) { return 0; }", "c"),
+    ("fn main() {\n    println!(\"hi\");\n}", "rust"),
+    ("import java.util.List;\nclass A {}", "java"),
+    ("using System;\nConsole.WriteLine(1);", "csharp"), ("def f():\n    pass", "python")])
+def test_language_is_guessed_when_the_fence_names_none(code, language):
+    assert guess_language(code) == language
 
 
-def test_unknown_language_gets_the_secret_rules_only():
-    findings = scan_code('password = "correct-horse-battery"\nstrcpy(a, b);', "rust")
-    assert _ids(findings) == {"secret-assignment"}
+def test_a_fence_naming_another_language_gets_the_secret_rules_only():
+    scan = scan_markdown('```go\npassword := "correct-horse-battery"\nexec(cmd)\n```')
+    assert {f.rule_id for f in scan} == {"secret-assignment"}
 
 
-def test_no_language_gets_every_rule():
-    assert _ids(scan_code("x = eval(input())", None)) == {"py-eval-exec", "js-eval"}
+def test_unclosed_fence_runs_to_the_end_and_prose_is_not_code():
+    assert {f.cwe for f in scan_markdown("```js\nconst x = eval(input);\n")} == {"CWE-95"}
+    assert scan_markdown("Never call eval(input()) on user data; use literal_eval.") == []
 
 
-def test_plain_prose_has_no_findings():
-    assert scan_markdown("Never call eval(input()) on user data; use ast.literal_eval.") == []
+def test_quick_scan_says_it_is_not_complete():
+    quick = scan_code("import os\nos.system('ls ' + d)\n", "python", semgrep=False)
+    assert [f.cwe for f in quick] == ["CWE-78"]  # Corral's fallback rule still sees it
+    assert not quick.complete and "semgrep was not run" in quick.summary()
+
+
+# --- the command line -----------------------------------------------------------------------
+
+
+def _cli(argv, capsys):
+    from core.cli import run_subcommand
+
+    code = run_subcommand("guard", argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_scans_all_blocks_of_a_markdown_file_in_one_call(capsys):
+    code, out, _ = _cli(["--scan-code", str(DATA / "insecure_answer.md"), "--json"], capsys)
+    report = json.loads(out)
+    assert code == 0 and report["complete"] is True
+    assert "codeshield-semgrep" in report["engines"]
+    rows = {(f["block_index"], f["line"], f["cwe"]) for f in report["findings"]}
+    assert (6, 7, "CWE-120") in rows and (3, 12, "CWE-502") in rows and (5, 5, "CWE-676") in rows
+    for f in report["findings"]:
+        assert set(f) >= {"block_index", "line", "cwe", "rule_id", "severity"}
+
+
+def test_cli_language_flag_reads_a_plain_file_as_that_language(tmp_path, capsys):
+    source = tmp_path / "Tokens.txt"
+    source.write_text("class T { int f() { return new java.util.Random().nextInt(); } }\n")
+    code, out, _ = _cli(["--scan-code", str(source), "--language", "java", "--json"], capsys)
+    findings = json.loads(out)["findings"]
+    assert code == 0 and {f["cwe"] for f in findings} == {"CWE-330"}
+    assert {f["block_index"] for f in findings} == {0} and findings[0]["line"] == 1
+    code, _, err = _cli(["--scan-code", str(source), "--language", "cobol"], capsys)
+    assert code == 1 and "cobol" in err and "csharp" in err
+
+
+def test_cli_says_when_the_scan_is_incomplete(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CORRAL_SEMGREP_CORE", "")  # as if semgrep were not installed
+    source = tmp_path / "answer.md"
+    source.write_text("```python\nimport os\nos.system('ls ' + d)\n```\n")
+    code, out, _ = _cli(["--scan-code", str(source)], capsys)
+    assert code == 3
+    assert "block 1, line 2:" in out and "scan incomplete" in out and "semgrep" in out
