@@ -86,7 +86,13 @@ class SafetySettings:
     check_input: bool = True
     check_output: bool = True
     check_documents: bool = False
-    fail_closed: bool = True
+    #: when the guard cannot be built, cannot answer, or answers something not understood:
+    #: "block" the message (a passage is left out, an answer hidden) or "warn" and go on
+    when_unavailable: str = "block"
+    #: "auto" (hold while any category blocks), "stream" (show as it comes, checked after) or
+    #: "hold" (shown once the guard has checked it)
+    answers: str = "auto"
+    timeout_s: float = 120.0  # a guard check that takes longer counts as unavailable
     policy: dict[str, str] = field(default_factory=dict)  # "version:code" -> block|warn|log
     scan_code: bool = True
     audit: bool = True  # record every check in the safety audit log
@@ -131,7 +137,7 @@ class Settings:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Settings:
-        settings: Settings = _build(cls, raw, "")
+        settings: Settings = _build(cls, _migrate(raw), "")
         return settings
 
     # --- persistence ---------------------------------------------------------------
@@ -161,6 +167,19 @@ class Settings:
         self.schema_version = SCHEMA_VERSION
         atomic_write_text(path, tomli_w.dumps(self.to_dict()))
         return path
+
+
+def _migrate(raw: dict[str, Any]) -> dict[str, Any]:
+    """Settings written by an older Corral, in today's names: ``safety.fail_closed`` (a bool)
+    became ``safety.when_unavailable`` ("block" or "warn")."""
+    safety = raw.get("safety")
+    if not isinstance(safety, dict) or "fail_closed" not in safety:
+        return raw
+    safety = dict(safety)
+    old = safety.pop("fail_closed")
+    if "when_unavailable" not in safety:
+        safety["when_unavailable"] = "warn" if old is False else "block"
+    return {**raw, "safety": safety}
 
 
 def _build(cls: Any, raw: Any, where: str) -> Any:

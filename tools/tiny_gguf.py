@@ -5,7 +5,9 @@ Vocabulary: SentencePiece-style (<unk>, <s>, </s>, 256 byte tokens, printable AS
 constant 1.0 that no layer writes to, so after the final norm it is positive: output rows of
 special and byte tokens get a large negative weight on it (never sampled, so generation never
 stops early), and ``always`` picks one word whose row gets a large positive weight (the greedy
-answer is always that word, e.g. "safe" for a guard model).
+answer is always that word, e.g. "safe" for a guard model). ``then`` chains pieces after it:
+each piece's embedding lights a channel of its own that only the next piece's output row reads
+(nothing else writes there), so "safe" then "</s>" is a guard that answers exactly "safe".
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ def make_tiny_gguf(
     *,
     seed: int = 0,
     always: str | None = None,
+    then: tuple[str, ...] = (),
     chat_template: str | None = LLAMA2_CHAT_TEMPLATE,
     name: str = "tiny-random-llama",
     n_embd: int = 64,
@@ -91,7 +94,8 @@ def make_tiny_gguf(
     n_ff: int = 128,
     n_ctx: int = 4096,
 ) -> Path:
-    """Write the tiny model to ``path``. ``always``: a vocabulary piece greedy decoding picks."""
+    """Write the tiny model to ``path``. ``always``: a vocabulary piece greedy decoding picks;
+    ``then``: the pieces it picks after that one, in order (each piece once, "</s>" ends)."""
     import gguf
     import numpy as np
 
@@ -131,6 +135,11 @@ def make_tiny_gguf(
 
     embd = rnd(n_vocab, n_embd)
     embd[:, 0] = 1.0  # the constant channel
+    chain = [always, *then] if always is not None else []
+    links = range(1, len(chain))  # channel k: "the last piece was chain[k - 1]"
+    for k in links:
+        embd[:, k] = 0.0
+        embd[tokens.index(chain[k - 1]), k] = 10.0
     w.add_tensor("token_embd.weight", embd)
     w.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
     out = rnd(n_vocab, n_embd, std=0.5)
@@ -139,6 +148,9 @@ def make_tiny_gguf(
     out[:n_blocked, 0] = -50.0
     if always is not None:
         out[tokens.index(always), 0] = 50.0
+    for k in links:
+        out[:, k] = 0.0
+        out[tokens.index(chain[k]), k] = 20.0
     w.add_tensor("output.weight", out)
     for i in range(n_layer):
         p = f"blk.{i}."
@@ -147,12 +159,14 @@ def make_tiny_gguf(
             w.add_tensor(p + f"attn_{part}.weight", rnd(n_embd, n_embd))
         o = rnd(n_embd, n_embd)
         o[0, :] = 0.0  # nothing writes into the constant channel
+        o[1:len(chain), :] = 0.0  # ... nor into the chain's channels
         w.add_tensor(p + "attn_output.weight", o)
         w.add_tensor(p + "ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
         w.add_tensor(p + "ffn_gate.weight", rnd(n_ff, n_embd))
         w.add_tensor(p + "ffn_up.weight", rnd(n_ff, n_embd))
         d = rnd(n_embd, n_ff)
         d[0, :] = 0.0
+        d[1:len(chain), :] = 0.0
         w.add_tensor(p + "ffn_down.weight", d)
     w.write_header_to_file()
     w.write_kv_data_to_file()

@@ -1,8 +1,9 @@
 """What the chat turn runner expects from the safety guard and from document retrieval.
 
-Both are optional. The guard (core.safety.guard.GuardService) checks the conversation before
-the chat model is called and after the answer is complete; retrieval (core.rag) returns hits
-that go into the prompt inside clear delimiters and are stored as citations.
+Both are optional. The guard (core.safety.guard) checks the user's message before anything
+else happens (retrieval included), the retrieved passages before they enter the prompt, and
+the answer - whole or partial - once it has stopped; retrieval (core.rag) returns hits that go
+into the prompt inside clear delimiters and are stored as citations.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from core.prompts.base import defuse
 
 
 class Verdict(Protocol):
-    verdict: str  #: 'safe' | 'unsafe' | 'unknown'
+    verdict: str  #: 'safe' | 'unsafe' | 'unknown' (not understood) | 'unavailable' | 'skipped'
     categories: Sequence[Any]
     action: str  #: 'allow' | 'warn' | 'block' | 'log'
 
@@ -23,7 +24,8 @@ class Verdict(Protocol):
 
 
 class Guard(Protocol):
-    """``conversation_id`` is the history's id of the conversation (the audit log keeps it)."""
+    """``conversation_id`` is the history's id of the conversation (the audit log keeps it).
+    A guard that cannot answer returns a verdict saying so, never raises and never 'safe'."""
 
     def check_input(self, messages: list[dict[str, str]], *,
                     conversation_id: str = "") -> Verdict | None: ...
@@ -91,7 +93,8 @@ def left_out_note(cite: dict[str, Any]) -> str:
     names = [str(n) for n in verdict.get("category_names") or []]
     cats = ", ".join(f"{c} {names[i]}" if i < len(names) else c for i, c in enumerate(codes))
     why = {"unsafe": "judged unsafe by the safety guard" + (f" ({cats})" if cats else ""),
-           "unknown": "which the safety guard could not judge"}.get(
+           "unknown": "which the safety guard could not judge",
+           "unavailable": "which the safety guard could not check"}.get(
         str(verdict.get("verdict")), "flagged by the safety guard")
     return f"Left out of the prompt: a passage from {cited_where(cite)}, {why}."
 
@@ -103,33 +106,59 @@ def split_citations(cites: Sequence[dict[str, Any]] | None
     return ([c for c in cites if not c.get("left_out")], [c for c in cites if c.get("left_out")])
 
 
+def warned_note(cite: dict[str, Any]) -> str:
+    """Why a passage that entered the prompt carries a warning ("" when it does not)."""
+    verdict = cite.get("verdict") or {}
+    if cite.get("left_out") or verdict.get("action") != "warn":
+        return ""
+    if verdict.get("verdict") in ("unknown", "unavailable"):
+        return (f"Warning: the passage from {cited_where(cite)} entered the prompt unchecked "
+                f"({verdict.get('reason') or 'the guard could not judge it'}).")
+    codes = ", ".join(str(c) for c in verdict.get("categories") or [])
+    return (f"Warning: the passage from {cited_where(cite)} was judged unsafe by the safety "
+            f"guard{f' ({codes})' if codes else ''}; your policy lets it in with a warning.")
+
+
 def cite_retrieved(hits: Sequence[Any], guard: Any = None, *, check_documents: bool = False,
                    conversation_id: str = "") -> tuple[list[Any], list[dict[str, Any]]]:
     """The hits that may enter a prompt (screened by the guard when ``check_documents``), and
-    the citations to store: those hits numbered [1], [2] ..., then the passages left out."""
+    the citations to store: those hits numbered [1], [2] ... (a warned one keeps its verdict),
+    then the passages left out."""
     hits = list(hits)
-    left: list[dict[str, Any]] = []
-    if check_documents and guard is not None and hits:
-        hits, left = screen(hits, guard, conversation_id=conversation_id)
-    return hits, [citation(h, i) for i, h in enumerate(hits, 1)] + left
+    if not (check_documents and guard is not None and hits):
+        return hits, [citation(h, i) for i, h in enumerate(hits, 1)]
+    kept, left = screen(hits, guard, conversation_id=conversation_id)
+    cites = []
+    for i, (hit, verdict) in enumerate(kept, 1):
+        cite = citation(hit, i)
+        if verdict is not None and verdict.action == "warn":
+            cite["verdict"] = verdict.to_dict()
+        cites.append(cite)
+    return [hit for hit, _ in kept], cites + left
 
 
 def screen(hits: Sequence[Any], guard: Any, *, conversation_id: str = ""
-           ) -> tuple[list[Any], list[dict[str, Any]]]:
-    """Retrieved hits a DocumentGuard lets into a prompt, and records of those it left out
-    (its policy blocks them: judged unsafe, or not judged while failing closed)."""
+           ) -> tuple[list[tuple[Any, Verdict | None]], list[dict[str, Any]]]:
+    """Retrieved hits a DocumentGuard lets into a prompt, each with its verdict, and records
+    of those it left out (their verdict blocks: judged unsafe, or not judged while unavailable
+    guards block). A guard without ``check_documents`` leaves every passage out."""
     check = getattr(guard, "check_documents", None)
-    if check is None or not hits:
-        return list(hits), []
+    if not hits:
+        return [], []
+    if check is None:
+        missing = {"verdict": "unavailable", "action": "block", "direction": "document",
+                   "reason": "the guard could not run: it cannot check passages"}
+        return [], [{**citation(h, None), "text": "", "left_out": True, "verdict": missing}
+                    for h in hits]
     verdicts = list(check([str(_field(h, "text", "") or "") for h in hits],
                           conversation_id=conversation_id))
-    kept: list[Any] = []
+    kept: list[tuple[Any, Verdict | None]] = []
     out: list[dict[str, Any]] = []
     for hit, verdict in zip(hits, verdicts, strict=True):
         if verdict is not None and verdict.action == "block":
             out.append(left_out(hit, verdict))
         else:
-            kept.append(hit)
+            kept.append((hit, verdict))
     return kept, out
 
 

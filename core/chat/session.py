@@ -1,10 +1,15 @@
 """One conversation with one model: send, regenerate, edit-and-resend, stop.
 
-Each turn is a generator of ``ChatEvent``s (started, delta, verdict, blocked, finished) that a
-CLI prints or a GUI worker forwards. The history store is written as the turn runs: the user
-message first, then the answer row when streaming starts, updated with partial text every
-half second, so a crash loses at most that half second and a dead backend leaves the partial
-answer marked interrupted.
+Each turn is a generator of ``ChatEvent``s (started, delta or held, verdict, blocked, finished)
+that a CLI prints or a GUI worker forwards. With a guard the order is: the user's message is
+checked first, then documents are retrieved and their passages checked, then the prompt is
+built and the answer streams - shown as it comes ("delta"), or held back until the guard has
+checked it ("held" events carry only the token count). An answer that stops early (failed,
+crashed, cancelled) is checked too, before the turn ends. The history store is written as the
+turn runs: the user message once it is checked, then the answer row when streaming starts,
+updated with partial text every half second, so a crash loses at most that half second and a
+dead backend leaves the partial answer marked interrupted. Until the guard has judged it, an
+answer row carries a verdict that blocks it (fail closed, also across a crash).
 """
 
 from __future__ import annotations
@@ -24,9 +29,14 @@ from core.prompts.base import Message, TagPolicy
 SAVE_EVERY_S = 0.5
 
 
+#: the verdict an answer row carries until the guard has judged it
+UNCHECKED = {"verdict": "unavailable", "action": "block", "direction": "output",
+             "reason": "the guard could not run: its check of this answer did not finish"}
+
+
 @dataclass
 class ChatEvent:
-    kind: str  #: started | delta | verdict | blocked | finished
+    kind: str  #: started | delta | held | verdict | blocked | finished
     text: str = ""
     message: ChatMessage | None = None
     user_message: ChatMessage | None = None
@@ -70,6 +80,7 @@ class ChatSession:
         retrieval: Retrieval | None = None,
         kb: str = "",
         check_documents: bool = False,
+        hold: bool = False,
     ) -> None:
         self.backend = backend
         self.store = store
@@ -84,6 +95,8 @@ class ChatSession:
         self.kb = kb
         #: retrieved passages go through the guard's check_documents before the prompt
         self.check_documents = check_documents
+        #: with a guard, answers are held back until it has checked them ("held" events)
+        self.hold = hold
         self._format: str | None = None
 
     # --- what goes into the prompt ---------------------------------------------------
@@ -99,14 +112,15 @@ class ChatSession:
                 self._format = normalise_format(self.requested_format)
         return self._format
 
-    def retrieve(self, question: str) -> tuple[list[Any], list[dict[str, Any]]]:
+    def retrieve(self, question: str, guard: Guard | None = None
+                 ) -> tuple[list[Any], list[dict[str, Any]]]:
         """What retrieval gives this question, nothing generated: (the hits that enter the
-        prompt, their citations numbered [1], [2] ... followed by records of the passages the
-        guard leaves out when ``check_documents``). Both empty without retrieval."""
+        prompt, their citations numbered [1], [2] ... followed by records of the passages
+        ``guard`` leaves out when ``check_documents``). Both empty without retrieval."""
         if self.retrieval is None:
             return [], []
         cid = str(self.conversation.id) if self.conversation is not None else ""
-        return cite_retrieved(self.retrieval(question), self.guard,
+        return cite_retrieved(self.retrieval(question), guard,
                               check_documents=self.check_documents, conversation_id=cid)
 
     def history(self) -> list[ChatMessage]:
@@ -163,21 +177,27 @@ class ChatSession:
 
     # --- turns -----------------------------------------------------------------------
 
-    def send(self, text: str, *, drop_oldest: bool = False) -> Iterator[ChatEvent]:
+    def send(self, text: str, *, drop_oldest: bool = False, unguarded: str = ""
+             ) -> Iterator[ChatEvent]:
+        """Send ``text``. ``unguarded``: the user chose to send this one turn without the
+        guard (it says why the guard was unavailable); the choice is stored and audited."""
         if not text.strip():
             raise PromptFormatError("the message is empty: type something to send")
         history = self.history()
-        return self._turn(history, text, drop_oldest=drop_oldest)
+        return self._turn(history, text, drop_oldest=drop_oldest, unguarded=unguarded)
 
-    def regenerate(self, *, drop_oldest: bool = False) -> Iterator[ChatEvent]:
-        """Answer the last user message again (also Retry for an interrupted answer)."""
+    def regenerate(self, *, drop_oldest: bool = False, unguarded: str = ""
+                   ) -> Iterator[ChatEvent]:
+        """Answer the last user message again (also Retry for an interrupted answer, and the
+        answer to a message the guard blocked, sent now ``unguarded``)."""
         history = self.history()
         cut: int | None = None
         while history and history[-1].role == "assistant":
             cut = history.pop().position
         if not history:
             raise PromptFormatError("there is no message to answer yet")
-        return self._turn(history, None, drop_oldest=drop_oldest, truncate_at=cut)
+        return self._turn(history, None, drop_oldest=drop_oldest, truncate_at=cut,
+                          unguarded=unguarded)
 
     def edit_and_resend(self, message_id: int, text: str, *, drop_oldest: bool = False
                         ) -> Iterator[ChatEvent]:
@@ -207,55 +227,81 @@ class ChatSession:
         return self.conversation
 
     def _turn(self, history: list[ChatMessage], question: str | None, *, drop_oldest: bool,
-              truncate_at: int | None = None) -> Iterator[ChatEvent]:
-        # Everything that can fail cheaply fails before anything is stored or sent.
-        asked = question if question is not None else self._pending_question(history)
-        hits, cites = self.retrieve(asked)
-        sent_question = grounded_question(asked, hits) if hits else asked
-        messages = self.prompt_messages(history, None if question is None else question)
-        messages[-1] = Message("user", sent_question)
-        messages, dropped = self.fit_context(messages, drop_oldest)
-        prompt = self.backend.prepare(messages, self.format, self.tags)
-        return self._run(history, question, asked, prompt, dropped, cites, truncate_at)
+              truncate_at: int | None = None, unguarded: str = "") -> Iterator[ChatEvent]:
+        # What can fail cheaply fails before anything is stored, checked or sent: the prompt
+        # without documents must pass the tag policy and fit.
+        turn = _Turn(history, question, question if question is not None
+                     else self._pending_question(history), drop_oldest, truncate_at, unguarded)
+        messages, turn.dropped = self.fit_context(self.prompt_messages(history, question),
+                                                  drop_oldest)
+        turn.prompt = self.backend.prepare(messages, self.format, self.tags)
+        return self._run(turn)
 
     def _pending_question(self, history: list[ChatMessage]) -> str:
         if not history or history[-1].role != "user":
             raise PromptFormatError("there is no message to answer yet")
         return history[-1].content
 
-    def _run(self, history: list[ChatMessage], question: str | None, asked: str,
-             prompt: PreparedPrompt, dropped: int, cites: list[dict[str, Any]],
-             truncate_at: int | None) -> Iterator[ChatEvent]:
-        conv = self._ensure_conversation(asked)
-        if truncate_at is not None:
-            self.store.delete_messages_from(conv.id, truncate_at)
-        if question is not None:
-            user = self.store.add_message(conv.id, "user", question)
-        else:
-            user = history[-1]
-        yield ChatEvent("started", user_message=user, prompt=prompt, dropped_turns=dropped,
-                        citations=cites)
-        plain = [m.to_dict() for m in self.prompt_messages(history if question is None else
-                                                           [*history, user])
+    def _ground(self, turn: _Turn, guard: Guard | None) -> None:
+        """Retrieval (its passages checked by ``guard``) and the prompt with what it found."""
+        hits, turn.citations = self.retrieve(turn.asked, guard)
+        if hits:
+            messages = self.prompt_messages(turn.history, turn.question)
+            messages[-1] = Message("user", grounded_question(turn.asked, hits))
+            messages, turn.dropped = self.fit_context(messages, turn.drop_oldest)
+            turn.prompt = self.backend.prepare(messages, self.format, self.tags)
+
+    def _run(self, turn: _Turn) -> Iterator[ChatEvent]:
+        created = self.conversation is None
+        conv = self._ensure_conversation(turn.asked)
+        cid = str(conv.id)
+        guard = None if turn.unguarded else self.guard
+        plain = [m.to_dict() for m in self.prompt_messages(turn.history, turn.question)
                  if m.role != "system"]
-        checked = (self.guard.check_input(plain, conversation_id=str(conv.id))
-                   if self.guard is not None else None)
-        if checked is not None:
-            verdict = checked.to_dict()
-            self.store.update_message(user.id, verdict=verdict)
-            yield ChatEvent("verdict", message=self.store.message(user.id), verdict=verdict,
-                            direction="input")
-            if verdict.get("action") == "block":
-                yield ChatEvent("blocked", message=self.store.message(user.id), verdict=verdict)
+        try:  # nothing of the turn is stored until the input check and the prompt are done
+            checked = guard.check_input(plain, conversation_id=cid) if guard else None
+            verdict = checked.to_dict() if checked is not None else None
+            blocked = (verdict or {}).get("action") == "block"
+            if not blocked:
+                self._ground(turn, guard)
+        except BaseException:
+            if created:
+                self.store.delete_conversation(conv.id)
+                self.conversation = None
+            raise
+        if turn.truncate_at is not None:
+            self.store.delete_messages_from(conv.id, turn.truncate_at)
+        if turn.question is not None:
+            user = self.store.add_message(conv.id, "user", turn.question, verdict=verdict,
+                                          unguarded=turn.unguarded)
+        else:
+            user = turn.history[-1]
+            self.store.update_message(user.id, verdict=verdict, unguarded=turn.unguarded)
+            user = self.store.message(user.id)
+        yield ChatEvent("started", user_message=user, prompt=turn.prompt,
+                        dropped_turns=turn.dropped, citations=turn.citations)
+        if verdict is not None:
+            yield ChatEvent("verdict", message=user, verdict=verdict, direction="input")
+            if blocked:
+                yield ChatEvent("blocked", message=user, verdict=verdict)
                 return
+        if turn.unguarded and self.guard is not None:
+            record = getattr(self.guard, "record_override", None)
+            if record is not None:
+                record(turn.unguarded, cid)
+        checks_answer = guard is not None and getattr(guard, "check_outputs", True)
         answer = self.store.add_message(
             conv.id, "assistant", "", model=self.model_ref, format=self.format,
-            params=self.params.to_dict(), streaming=1,
-            citations=cites if self.retrieval is not None else None)  # []: nothing matched
-        yield from self._stream(answer, prompt, plain, conv.id)
+            params=self.params.to_dict(), streaming=1, unguarded=turn.unguarded,
+            verdict=UNCHECKED if checks_answer else None,
+            citations=turn.citations if self.retrieval is not None else None)  # []: none
+        yield from self._stream(answer, turn.prompt, plain, conv.id, guard)
 
-    def _stream(self, answer: ChatMessage, prompt: PreparedPrompt, plain: list[dict[str, str]],
-                conversation_id: int) -> Iterator[ChatEvent]:
+    def _stream(self, answer: ChatMessage, prompt: PreparedPrompt | None,
+                plain: list[dict[str, str]], conversation_id: int, guard: Guard | None
+                ) -> Iterator[ChatEvent]:
+        assert prompt is not None
+        hold = self.hold and guard is not None
         parts: list[str] = []
         last_save = time.monotonic()
         finished = False
@@ -263,8 +309,8 @@ class ChatSession:
             for ev in self.backend.stream(prompt, self.params):
                 if ev.text:
                     parts.append(ev.text)
-                    yield ChatEvent("delta", text=ev.text, message=answer,
-                                    completion_tokens=ev.completion_tokens or 0)
+                    yield ChatEvent("held" if hold else "delta", text="" if hold else ev.text,
+                                    message=answer, completion_tokens=ev.completion_tokens or 0)
                     now = time.monotonic()
                     if now - last_save >= SAVE_EVERY_S:
                         self.store.update_message(answer.id, content="".join(parts))
@@ -285,23 +331,50 @@ class ChatSession:
                 else f"{type(exc).__name__}: {exc}")
             self.store.update_message(answer.id, content="".join(parts), streaming=0,
                                       interrupted=1, error=error, finish_reason="interrupted")
+            # The partial answer is checked before the turn ends; an abandoned turn (the
+            # generator closed) keeps the blocking UNCHECKED verdict: no slow work there.
+            if guard is not None and not isinstance(exc, GeneratorExit):
+                yield from self._check_answer(guard, answer.id, plain, conversation_id)
             raise
         if not finished:
             self.store.update_message(answer.id, content="".join(parts), streaming=0,
                                       interrupted=1, finish_reason="interrupted",
                                       error="the backend stopped without finishing the answer")
-        final = self.store.message(answer.id)
+        if guard is not None:
+            yield from self._check_answer(guard, answer.id, plain, conversation_id)
+        yield ChatEvent("finished", message=self.store.message(answer.id))
+
+    def _check_answer(self, guard: Guard, answer_id: int, plain: list[dict[str, str]],
+                      conversation_id: int) -> Iterator[ChatEvent]:
+        """The output check of the answer as stored (whole or partial); an empty answer has
+        nothing to check."""
+        final = self.store.message(answer_id)
         checked = None
-        if self.guard is not None and final.content.strip():
-            checked = self.guard.check_output(
+        if final.content.strip():
+            checked = guard.check_output(
                 [*plain, {"role": "assistant", "content": final.content}],
                 conversation_id=str(conversation_id))
+        self.store.update_message(answer_id,
+                                  verdict=checked.to_dict() if checked is not None else None)
         if checked is not None:
-            verdict = checked.to_dict()
-            self.store.update_message(answer.id, verdict=verdict)
-            final = self.store.message(answer.id)
-            yield ChatEvent("verdict", message=final, verdict=verdict, direction="output")
-        yield ChatEvent("finished", message=final)
+            final = self.store.message(answer_id)
+            yield ChatEvent("verdict", message=final, verdict=final.verdict, direction="output")
+
+
+@dataclass
+class _Turn:
+    """What one turn knows as it runs: the history before it, the new question (None: answer
+    the pending one), what is asked, and the prompt once built."""
+
+    history: list[ChatMessage]
+    question: str | None
+    asked: str
+    drop_oldest: bool
+    truncate_at: int | None = None
+    unguarded: str = ""
+    prompt: PreparedPrompt | None = None
+    dropped: int = 0
+    citations: list[dict[str, Any]] = field(default_factory=list)
 
 
 def open_session(backend: ChatBackend, store: HistoryStore, conversation_id: int,

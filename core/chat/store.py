@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS messages (
     error TEXT NOT NULL DEFAULT '',
     warning TEXT NOT NULL DEFAULT '',
     owner TEXT NOT NULL DEFAULT '',
+    unguarded TEXT NOT NULL DEFAULT '',
     verdict TEXT,
     citations TEXT,
     created REAL NOT NULL,
@@ -66,6 +67,7 @@ CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id,
 _ADDED_COLUMNS = (
     ("messages", "warning", "TEXT NOT NULL DEFAULT ''"),
     ("messages", "owner", "TEXT NOT NULL DEFAULT ''"),
+    ("messages", "unguarded", "TEXT NOT NULL DEFAULT ''"),
 )
 #: a streaming row of another machine (a history on a shared folder) is taken as abandoned
 #: when nothing was written to it for this long; this machine's rows are checked exactly
@@ -111,6 +113,8 @@ class ChatMessage:
     error: str = ""
     warning: str = ""  #: something the user should know about a finished answer
     owner: str = ""  #: the process that streamed it: "host:pid:start" (see process_owner)
+    #: the user chose to send this turn without the guard; why the guard was unavailable
+    unguarded: str = ""
     verdict: dict[str, Any] | None = None
     citations: list[dict[str, Any]] | None = None
     created: float = 0.0

@@ -1,5 +1,10 @@
 """`corral chat`: talk to a model from the terminal; the answer streams to standard output and
-the conversation is stored in the history (unless --no-save)."""
+the conversation is stored in the history (unless --no-save).
+
+With the safety guard on, the answer is printed as it streams or, when the settings hold
+answers, once the guard has checked it. A guard that cannot run blocks the message (or warns,
+as the settings say); --without-guard sends one message without it, and the history and the
+audit log record that choice."""
 
 from __future__ import annotations
 
@@ -41,6 +46,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="continue a stored conversation")
     parser.add_argument("--drop-oldest", action="store_true",
                         help="drop the oldest turns if the conversation overflows the context")
+    parser.add_argument("--without-guard", action="store_true",
+                        help="send this message without the safety guard (recorded in the "
+                             "history and the audit log)")
     add_json_flag(parser)
 
 
@@ -84,8 +92,11 @@ def run(args: argparse.Namespace) -> int:
         options["kb"] = kb
     guard = _guard(settings)
     if guard is not None:
+        from core.safety.verdict import holds_answers
+
         options["guard"] = guard
         options["check_documents"] = bool(settings.safety.check_documents)
+        options["hold"] = holds_answers(settings.safety)
     if args.conversation:
         session = open_session(backend, store, args.conversation, **options)
     else:
@@ -110,11 +121,31 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _guard(settings: Any) -> Any:
-    if not settings.safety.enabled or not settings.safety.guard_model:
-        return None
-    from core.safety.guard import GuardService
+    """The guard from the settings (None when off); one that cannot be built stands in as an
+    UnavailableGuard, so the turn blocks or warns instead of running unguarded."""
+    from core.safety.guard import guard_from_settings
 
-    return GuardService.from_settings(settings)
+    return guard_from_settings(settings)
+
+
+def _unguarded_reason(session: Any) -> str:
+    problem = getattr(session.guard, "problem", None)
+    why = f" (the guard was unavailable: {problem.sentence()})" if problem is not None else ""
+    return "the user chose --without-guard" + why
+
+
+def _say_verdict(ev: Any, args: argparse.Namespace) -> None:
+    """A verdict that blocks or warns, said on standard error (nothing for a safe one)."""
+    from core.safety.verdict import GuardVerdict
+
+    verdict = ev.verdict or {}
+    if args.json or verdict.get("action") not in ("block", "warn"):
+        return
+    sentence = GuardVerdict.from_dict(verdict).explanation()
+    if verdict.get("action") == "warn":
+        print(f"warning: {sentence}", file=sys.stderr)
+    elif ev.direction == "output":
+        print(f"answer withheld: {sentence}", file=sys.stderr)
 
 
 def _turn(session: Any, text: str, args: argparse.Namespace) -> int:
@@ -123,32 +154,40 @@ def _turn(session: Any, text: str, args: argparse.Namespace) -> int:
     final: Any = None
     verdicts: list[dict[str, Any]] = []
     blocked = False
-    events = session.send(text, drop_oldest=args.drop_oldest)
-    try:
-        for ev in events:
-            if ev.kind == "delta" and not args.json:
-                sys.stdout.write(ev.text)
-                sys.stdout.flush()
-            elif ev.kind == "verdict":
-                verdicts.append({"direction": ev.direction, **(ev.verdict or {})})
-            elif ev.kind == "blocked":
-                blocked = True
-                if not args.json:
-                    cats = ", ".join(str(c) for c in (ev.verdict or {}).get("categories") or [])
-                    print(f"blocked by the safety guard{': ' + cats if cats else ''}",
-                          file=sys.stderr)
-            elif ev.kind == "finished":
-                final = ev.message
-    except KeyboardInterrupt:
-        session.cancel()
-        events.close()
-        if not args.json:
-            print(file=sys.stderr)
-        raise
+    unguarded = _unguarded_reason(session) if args.without_guard else ""
+    events = session.send(text, drop_oldest=args.drop_oldest, unguarded=unguarded)
+    stopping = False
+    while True:
+        try:
+            ev = next(events, None)
+        except KeyboardInterrupt:
+            if stopping:  # a second Ctrl-C: leave now (the answer so far stays unchecked)
+                events.close()
+                raise
+            stopping = True  # the first stops the answer; the guard still checks what came
+            session.cancel()
+            continue
+        if ev is None:
+            break
+        if ev.kind == "delta" and not args.json:
+            sys.stdout.write(ev.text)
+            sys.stdout.flush()
+        elif ev.kind == "verdict":
+            verdicts.append({"direction": ev.direction, **(ev.verdict or {})})
+            _say_verdict(ev, args)
+        elif ev.kind == "blocked":
+            blocked = True
+            _say_blocked(ev.verdict or {}, args)
+        elif ev.kind == "finished":
+            final = ev.message
+    if stopping and not args.json:
+        print(file=sys.stderr)
+    withheld = final is not None and (final.verdict or {}).get("action") == "block"
     if args.json:
         out: dict[str, Any] = {
             "conversation_id": session.conversation.id if session.conversation else None,
-            "text": final.content if final else "", "blocked": blocked, "verdicts": verdicts,
+            "text": final.content if final and not withheld else "", "blocked": blocked,
+            "withheld": withheld, "unguarded": unguarded, "verdicts": verdicts,
         }
         if final is not None:
             out.update({k: getattr(final, k) for k in (
@@ -156,6 +195,8 @@ def _turn(session: Any, text: str, args: argparse.Namespace) -> int:
                 "first_token_s", "total_s", "finish_reason", "citations", "warning")})
         print_json(out)
     elif final is not None:
+        if session.hold and session.guard is not None and not unguarded and not withheld:
+            sys.stdout.write(final.content)  # held until the guard had checked it
         sys.stdout.write("\n")
         _print_references(final.citations, session.kb)
         sys.stdout.flush()
@@ -164,7 +205,18 @@ def _turn(session: Any, text: str, args: argparse.Namespace) -> int:
             print(line, file=sys.stderr)
         if final.warning:
             print(f"warning: {final.warning}", file=sys.stderr)
-    return 3 if blocked else 0
+    return 3 if blocked or withheld else 0
+
+
+def _say_blocked(verdict: dict[str, Any], args: argparse.Namespace) -> None:
+    from core.safety.verdict import GuardVerdict
+
+    if args.json:
+        return
+    print(f"not sent: {GuardVerdict.from_dict(verdict).explanation()}", file=sys.stderr)
+    if verdict.get("verdict") in ("unknown", "unavailable"):
+        print("To send this one message without the guard, run the command again with "
+              "--without-guard.", file=sys.stderr)
 
 
 def _print_references(citations: list[dict[str, Any]] | None, kb: str) -> None:

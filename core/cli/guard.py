@@ -15,13 +15,19 @@ HELP = "check a conversation with Llama Guard, render guard prompts, scan code"
 USAGE = """\
 corral guard GUARD_REF FILE|- [--check user|agent] [--format VERSION] [--json]
 corral guard --render --format VERSION FILE|- [--check user|agent]
-corral guard --scan-code FILE|- [--language LANG] [--json]"""
+corral guard --scan-code FILE|- [--language LANG] [--budget SECONDS] [--json]"""
 
 EPILOG = """\
 FILE holds a JSON list of {"role", "content"} messages ("-" reads standard input); the check
 defaults to the role of the last message. VERSION: llama-guard-1, llama-guard-2,
 llama-guard-3, llama-guard-3-1b. GUARD_REF: ollama:NAME, store:NAME, a .gguf path, or an
-imported model name."""
+imported model name.
+
+--scan-code checks every fenced block of a Markdown FILE (or FILE as code in LANG: python,
+javascript, c, cpp, java, csharp, php, rust, shell, sql; also kotlin, swift, ruby,
+objective_c, xml) with CodeShield's rules and Corral's own, offline. Exit status 0: the scan
+ran to the end (findings or not); 3: it is incomplete (semgrep missing, failed or ran past
+the budget), and what it found so far is still printed."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +45,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="Llama Guard version (default: from the model name or settings)")
     parser.add_argument("--check", choices=("user", "agent"),
                         help="classify the last user message or the last answer")
-    parser.add_argument("--language", help="language of FILE for --scan-code (py, js, sh ...)")
+    parser.add_argument("--language", metavar="LANG",
+                        help="language of FILE for --scan-code (python, java, cpp ...)")
+    parser.add_argument("--budget", type=float, metavar="SECONDS",
+                        help="time budget of --scan-code (default 20)")
     add_json_flag(parser)
 
 
@@ -68,6 +77,9 @@ def _render(args: argparse.Namespace) -> int:
 
 def _scan(args: argparse.Namespace) -> int:
     from core.safety.code_scan import (
+        DEFAULT_BUDGET_S,
+        LANGUAGES,
+        MORE_LANGUAGES,
         code_blocks,
         guess_language,
         normalise_language,
@@ -78,24 +90,28 @@ def _scan(args: argparse.Namespace) -> int:
     if len(args.args) != 1:
         raise CorralError("--scan-code takes one FILE")
     source = args.args[0]
-    text = read_input(source)
     language = args.language
+    if language is not None and normalise_language(language) is None:
+        raise CorralError(f"the code scan does not know the language {language!r}",
+                          hint="Use one of: " + ", ".join(LANGUAGES + MORE_LANGUAGES) + ".")
+    text = read_input(source)
     if language is None and source != "-":
-        language = Path(source).suffix.lstrip(".") or None
-    markdown = normalise_language(language) is None and bool(code_blocks(text))
+        language = normalise_language(Path(source).suffix.lstrip("."))
+    budget = args.budget if args.budget is not None else DEFAULT_BUDGET_S
+    markdown = language is None and bool(code_blocks(text))
     if markdown:
-        findings = scan_markdown(text)
+        result = scan_markdown(text, budget_s=budget)
     else:
-        findings = scan_code(text, normalise_language(language) or guess_language(text))
+        result = scan_code(text, normalise_language(language) or guess_language(text),
+                           budget_s=budget)
     if args.json:
-        print_json({"findings": [f.to_dict() for f in findings]})
-        return 0
-    if not findings:
-        print("no insecure patterns found")
-    for f in findings:
-        where = f"block {f.block_index + 1}, " if markdown else ""
-        print(f"{where}line {f.line}: [{f.rule_id}] {f.title} - {f.why}")
-    return 0
+        print_json(result.to_dict())
+    else:
+        for f in result:
+            where = f"block {f.block_index + 1}, " if markdown else ""
+            print(f"{where}line {f.line}: [{f.rule_id}] {f.cwe or 'no CWE'} {f.title} - {f.why}")
+        print(result.summary())
+    return 0 if result.complete else 3
 
 
 def _classify(args: argparse.Namespace) -> int:
@@ -109,10 +125,15 @@ def _classify(args: argparse.Namespace) -> int:
     messages = _messages(read_json_input(source))
     settings = load_settings()
     version = args.format or guess_version(ref) or settings.safety.guard_version
-    service = GuardService(ref, version, policy=settings.safety.policy,
-                           fail_closed=settings.safety.fail_closed, settings=settings,
-                           audit=settings.safety.audit, ollama_mode=settings.safety.ollama_mode)
+    s = settings.safety
+    service = GuardService(ref, version, policy=s.policy, when_unavailable=s.when_unavailable,
+                           settings=settings, audit=s.audit, ollama_mode=s.ollama_mode,
+                           timeout_s=s.timeout_s)
+    if service.audit is not None:
+        service.audit.check_writable()  # a check that cannot be recorded is not run
     verdict = service.check(messages, args.check, raise_errors=True)
+    if verdict.verdict == "unavailable":  # it ran, but its record could not be written
+        raise CorralError(verdict.reason, hint=verdict.hint)
     out = {
         "verdict": verdict.verdict,
         "categories": verdict.categories,
@@ -121,6 +142,7 @@ def _classify(args: argparse.Namespace) -> int:
         "probability": verdict.probability,
         "action": verdict.action,
         "reason": verdict.reason,
+        "explanation": verdict.explanation(),
         "guard_model": verdict.guard_model,
         "version": verdict.version,
     }

@@ -1,5 +1,10 @@
 """The safety audit log: every guard check (time, conversation, direction, verdict, categories,
-guard model) in SQLite under the data directory, listable and exportable as CSV or JSON."""
+guard model, why) in SQLite under the data directory, listable and exportable as CSV or JSON.
+
+A log that cannot be written (damaged, locked by another program, or read-only) raises
+AuditLogError, which says which of the three it is and what to do; the guard then counts as
+unavailable (fail closed), never as checking without a record.
+"""
 
 from __future__ import annotations
 
@@ -31,15 +36,41 @@ CREATE TABLE IF NOT EXISTS guard_audit (
     probability REAL,
     guard_model TEXT NOT NULL DEFAULT '',
     version TEXT NOT NULL DEFAULT '',
-    raw TEXT NOT NULL DEFAULT ''
+    raw TEXT NOT NULL DEFAULT '',
+    reason TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS guard_audit_time ON guard_audit(time);
 """
+#: columns added since the first schema, added to an older log where missing
+_ADDED_COLUMNS = (("reason", "TEXT NOT NULL DEFAULT ''"),)
 
 COLUMNS = (
     "time", "conversation_id", "direction", "verdict", "categories", "action",
-    "probability", "guard_model", "version", "raw",
+    "probability", "guard_model", "version", "raw", "reason",
 )
+#: seconds to wait for another writer before the log counts as locked
+BUSY_TIMEOUT_S = 5.0
+_TURN_OFF = "or turn off “Record every check” on the Safety page"
+
+
+class AuditLogError(CorralError):
+    """The audit log cannot be opened or written: damaged, locked or read-only."""
+
+
+def audit_error(path: Path, exc: BaseException) -> AuditLogError:
+    """The error for a failure of the log at ``path``, saying which kind and what to do."""
+    detail = str(exc) or type(exc).__name__
+    low = detail.lower()
+    if "locked" in low or "busy" in low:
+        return AuditLogError(
+            f"the safety audit log {path} is locked by another program ({detail})",
+            hint=f"Close the program that holds it (another Corral?) and try again, {_TURN_OFF}.")
+    if "not a database" in low or "malformed" in low or "corrupt" in low:
+        return AuditLogError(
+            f"the safety audit log {path} is damaged ({detail})",
+            hint=f"Move the file away (Corral then starts a new log), {_TURN_OFF}.")
+    return AuditLogError(f"the safety audit log {path} cannot be written ({detail})",
+                         hint=f"Make the file and its folder writable, {_TURN_OFF}.")
 
 
 @dataclass(frozen=True)
@@ -55,6 +86,7 @@ class AuditEntry:
     guard_model: str
     version: str
     raw: str
+    reason: str = ""  #: why the guard could not judge, or why the check was skipped
 
     def time_text(self) -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.time))
@@ -75,33 +107,43 @@ class AuditLog:
         self._lock = threading.Lock()
         with self._connect() as db:
             db.executescript(_SCHEMA)
+            have = {str(r[1]) for r in db.execute("PRAGMA table_info(guard_audit)")}
+            for column, definition in _ADDED_COLUMNS:
+                if column not in have:
+                    db.execute(f"ALTER TABLE guard_audit ADD COLUMN {column} {definition}")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=10)
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S)
         except (OSError, sqlite3.Error) as exc:
-            raise CorralError(f"cannot open the safety audit log {self.path}: {exc}") from exc
+            raise audit_error(self.path, exc) from exc
         try:
             db.execute("PRAGMA journal_mode=WAL")
             with db:
                 yield db
         except sqlite3.Error as exc:
-            raise CorralError(f"the safety audit log {self.path} failed: {exc}") from exc
+            raise audit_error(self.path, exc) from exc
         finally:
             db.close()
+
+    def check_writable(self) -> None:
+        """Raise AuditLogError unless a record could be written now (nothing is written)."""
+        with self._lock, self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")  # the write lock a record takes; rolled back
+            db.rollback()
 
     def record(self, verdict: GuardVerdict, conversation_id: str = "") -> int:
         row = (
             verdict.checked_at, conversation_id or "", verdict.direction, verdict.verdict,
             ",".join(verdict.categories), verdict.action, verdict.probability,
-            verdict.guard_model, verdict.version, verdict.raw,
+            verdict.guard_model, verdict.version, verdict.raw, verdict.reason,
         )
+        marks = ",".join("?" * len(COLUMNS))
         with self._lock, self._connect() as db:
-            cur = db.execute(
-                f"INSERT INTO guard_audit ({', '.join(COLUMNS)}) VALUES (?,?,?,?,?,?,?,?,?,?)", row
-            )
+            cur = db.execute(f"INSERT INTO guard_audit ({', '.join(COLUMNS)}) VALUES ({marks})",
+                             row)
             return int(cur.lastrowid or 0)
 
     def entries(
@@ -139,7 +181,7 @@ class AuditLog:
             writer.writerow([
                 _iso(e.time), e.time, e.conversation_id, e.direction, e.verdict, e.categories,
                 e.action, "" if e.probability is None else e.probability, e.guard_model,
-                e.version, e.raw,
+                e.version, e.raw, e.reason,
             ])
         return out.getvalue()
 

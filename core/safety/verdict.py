@@ -1,8 +1,9 @@
 """What a guard model said, strictly parsed, and what Corral does about it (GuardVerdict).
 
-The parser is strict and total: ``safe``, or ``unsafe`` with a second line of comma-separated
-codes the selected Llama Guard version knows; anything else is "unknown" (guard answer not
-understood), which the policy treats like a block by default and never like "safe".
+The parser follows FORMATS.md 3.2: after trimming, the whole answer is exactly ``safe``, or
+``unsafe``, a newline and a comma-separated list of codes of that guard version. Anything else
+(``safe`` followed by more text included) is "not understood", which never counts as safe.
+``unsafe`` with no code, or a code the version does not define, is unsafe and always blocks.
 """
 
 from __future__ import annotations
@@ -11,67 +12,67 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from core.errors import CorralError
 from core.prompts.guard import GuardVersion, guard_version
 
-Verdict = Literal["safe", "unsafe", "unknown", "skipped"]  #: skipped: that check is off
+if TYPE_CHECKING:
+    from core.config import SafetySettings
+
+#: unknown: the guard's answer was not understood; unavailable: the guard could not answer;
+#: skipped: that check is off
+Verdict = Literal["safe", "unsafe", "unknown", "unavailable", "skipped"]
 Action = Literal["block", "warn", "log", "allow"]
 Direction = Literal["input", "output", "document"]
 
 NOT_UNDERSTOOD = "guard answer not understood"
+NOT_UNDERSTOOD_HINT = ("Check on the Safety page that the Llama Guard version matches the guard "
+                       "model.")
+COULD_NOT_RUN = "the guard could not run"
 ACTIONS: tuple[str, ...] = ("block", "warn", "log")
 _SEVERITY = {"allow": 0, "log": 1, "warn": 2, "block": 3}
-_CODE = re.compile(r"[SO][0-9]{1,2}")
+_UNSAFE = re.compile(r"unsafe\n([^\n]*)")
+UNDEFINED = "(not a category of this guard)"
 
 
 @dataclass(frozen=True)
 class ParsedAnswer:
     verdict: Verdict
     categories: tuple[str, ...] = ()
-    reason: str = ""  #: why an answer was not understood (empty otherwise)
+    reason: str = ""  #: why an answer was not understood, or which codes are undefined
+    undefined: tuple[str, ...] = ()  #: codes the version does not define (they always block)
+
+    @property
+    def strict(self) -> bool:
+        """Unsafe with no code or an undefined one: blocked whatever the policy says."""
+        return self.verdict == "unsafe" and (bool(self.undefined) or not self.categories)
 
 
 def parse_guard_answer(text: str, version: str | GuardVersion) -> ParsedAnswer:
-    """Parse a guard model's answer for one Llama Guard version.
-
-    Whitespace around the answer (Llama Guard 3 starts with a blank line) and around each code
-    is tolerated; nothing else is. Unknown or duplicated codes, a missing or extra line, other
-    words, end-of-turn tokens written as text, or an empty answer give ``unknown``.
-    """
+    """Parse a guard model's whole answer for one Llama Guard version (FORMATS.md 3.2)."""
     ver = version if isinstance(version, GuardVersion) else guard_version(version)
     if not isinstance(text, str):
         return ParsedAnswer("unknown", (), f"{NOT_UNDERSTOOD}: not text")
     body = text.strip()
-    if not body:
-        return ParsedAnswer("unknown", (), f"{NOT_UNDERSTOOD}: the guard said nothing")
-    lines = [line.strip() for line in body.split("\n")]
-    head = lines[0]
-    if head == "safe":
-        if len(lines) == 1:
-            return ParsedAnswer("safe")
-        return ParsedAnswer("unknown", (), f"{NOT_UNDERSTOOD}: text after 'safe'")
-    if head != "unsafe":
-        return ParsedAnswer(
-            "unknown", (), f"{NOT_UNDERSTOOD}: it should start with 'safe' or 'unsafe'"
-        )
-    if len(lines) == 1:
-        return ParsedAnswer("unknown", (), f"{NOT_UNDERSTOOD}: 'unsafe' without categories")
-    if len(lines) > 2:
-        return ParsedAnswer("unknown", (), f"{NOT_UNDERSTOOD}: more than two lines")
-    codes = [c.strip() for c in lines[1].split(",")]
-    seen: list[str] = []
-    for code in codes:
-        if not _CODE.fullmatch(code):
-            return ParsedAnswer("unknown", (), f"{NOT_UNDERSTOOD}: {code!r} is not a category")
-        if code not in ver.codes:
-            return ParsedAnswer(
-                "unknown", (), f"{NOT_UNDERSTOOD}: {code} is not a {ver.key} category"
-            )
-        if code in seen:
-            return ParsedAnswer("unknown", (), f"{NOT_UNDERSTOOD}: {code} listed twice")
-        seen.append(code)
-    return ParsedAnswer("unsafe", tuple(seen))
+    if body == "safe":
+        return ParsedAnswer("safe")
+    match = _UNSAFE.fullmatch(body)
+    if match is None:
+        why = ("the guard said nothing" if not body
+               else "text after 'safe'" if body.startswith("safe")
+               else "'unsafe' without a line of categories" if body == "unsafe"
+               else "it should be 'safe', or 'unsafe' and a line of categories")
+        return ParsedAnswer("unknown", (), f"{NOT_UNDERSTOOD}: {why}")
+    codes = tuple(dict.fromkeys(c.strip() for c in match.group(1).split(",") if c.strip()))
+    undefined = tuple(c for c in codes if c not in ver.codes)
+    if not codes:
+        return ParsedAnswer("unsafe", (), "unsafe without a category")
+    if undefined:
+        one = len(undefined) == 1
+        what = f"is not a {ver.key} category" if one else f"are not {ver.key} categories"
+        return ParsedAnswer("unsafe", codes, f"{', '.join(undefined)} {what}", undefined)
+    return ParsedAnswer("unsafe", codes)
 
 
 # --- policy -------------------------------------------------------------------------------
@@ -88,16 +89,43 @@ def category_action(policy: Mapping[str, str], version: str, code: str) -> Actio
     return value if value in ACTIONS else "block"  # type: ignore[return-value]
 
 
-def decide_action(
-    parsed: ParsedAnswer, version: str, policy: Mapping[str, str], fail_closed: bool
-) -> Action:
-    """safe -> allow; unsafe -> the strictest action among its categories; unknown -> block when
-    failing closed, else warn (never silently allowed)."""
+def unavailable_action(when_unavailable: str) -> Action:
+    """What the user chose for a guard that cannot answer: warn only if asked, else block."""
+    return "warn" if when_unavailable == "warn" else "block"
+
+
+def holds_answers(safety: SafetySettings) -> bool:
+    """Whether answers wait for the output check before they are shown: "hold", or "auto"
+    while any category of the chosen version blocks (an unknown version holds)."""
+    if not safety.check_output or safety.answers == "stream":
+        return False
+    if safety.answers != "auto":
+        return True
+    try:
+        version = guard_version(safety.guard_version)
+    except CorralError:
+        return True
+    return any(category_action(safety.policy, version.key, code) == "block"
+               for code in version.codes)
+
+
+def stricter(a: Action, b: Action) -> Action:
+    """The stricter of two actions (block > warn > log > allow)."""
+    return a if _SEVERITY[a] >= _SEVERITY[b] else b
+
+
+def decide_action(parsed: ParsedAnswer, version: str, policy: Mapping[str, str],
+                  when_unavailable: str = "block") -> Action:
+    """safe -> allow; not understood -> the user's choice for an unavailable guard (block or
+    warn, never allow); unsafe -> the strictest action among its categories, or block when a
+    code is missing or undefined."""
     if parsed.verdict == "safe":
         return "allow"
-    if parsed.verdict == "unknown":
-        return "block" if fail_closed else "warn"
-    actions = [category_action(policy, version, c) for c in parsed.categories] or ["block"]
+    if parsed.verdict != "unsafe":
+        return unavailable_action(when_unavailable)
+    if parsed.strict:
+        return "block"
+    actions = [category_action(policy, version, c) for c in parsed.categories]
     return max(actions, key=lambda a: _SEVERITY[a])  # type: ignore[return-value]
 
 
@@ -118,6 +146,7 @@ class GuardVerdict:
     version: str = ""
     direction: Direction = "input"
     reason: str = ""
+    hint: str = ""  #: what the user can do about a guard that could not run or answer
     elapsed_s: float = 0.0
     checked_at: float = field(default_factory=time.time)
 
@@ -128,7 +157,7 @@ class GuardVerdict:
         *,
         version: str,
         policy: Mapping[str, str] | None = None,
-        fail_closed: bool = True,
+        when_unavailable: str = "block",
         guard_model: str = "",
         direction: Direction = "input",
         probability: float | None = None,
@@ -136,19 +165,33 @@ class GuardVerdict:
     ) -> GuardVerdict:
         ver = guard_version(version)
         parsed = parse_guard_answer(raw, ver)
+        hint = NOT_UNDERSTOOD_HINT if parsed.verdict == "unknown" else ""
         return cls(
             verdict=parsed.verdict,
             categories=list(parsed.categories),
-            category_names=[ver.card_name(c) for c in parsed.categories],
-            probability=probability,
+            category_names=[UNDEFINED if c in parsed.undefined else ver.card_name(c)
+                            for c in parsed.categories],
+            # a probability beside an answer not understood would read as a judgement
+            probability=probability if parsed.verdict != "unknown" else None,
             raw=raw,
-            action=decide_action(parsed, ver.key, policy or {}, fail_closed),
+            action=decide_action(parsed, ver.key, policy or {}, when_unavailable),
             guard_model=guard_model,
             version=ver.key,
             direction=direction,
             reason=parsed.reason,
+            hint=hint,
             elapsed_s=elapsed_s,
         )
+
+    @classmethod
+    def unavailable(cls, cause: str, *, hint: str = "", when_unavailable: str = "block",
+                    guard_model: str = "", version: str = "", direction: Direction = "input",
+                    elapsed_s: float = 0.0) -> GuardVerdict:
+        """The guard could not answer (``cause``, a sentence; ``hint``: what to do)."""
+        return cls("unavailable", guard_model=guard_model, version=version,
+                   direction=direction, reason=f"{COULD_NOT_RUN}: {cause.rstrip('.')}",
+                   hint=hint, action=unavailable_action(when_unavailable),
+                   elapsed_s=elapsed_s)
 
     @property
     def blocked(self) -> bool:
@@ -156,8 +199,13 @@ class GuardVerdict:
 
     @property
     def flagged(self) -> bool:
-        """The UI marks it: unsafe, or not understood."""
-        return self.verdict in ("unsafe", "unknown")
+        """The UI marks it: unsafe, not understood, or not checked because the guard failed."""
+        return self.verdict in ("unsafe", "unknown", "unavailable")
+
+    @property
+    def guard_failed(self) -> bool:
+        """The guard gave no usable answer (it could not run, or was not understood)."""
+        return self.verdict in ("unknown", "unavailable")
 
     def labels(self) -> list[str]:
         """``["S1 Violent Crimes", "S10 Hate"]``."""
@@ -170,7 +218,9 @@ class GuardVerdict:
         if self.verdict == "safe":
             text = "safe"
         elif self.verdict == "unsafe":
-            text = "unsafe: " + ", ".join(self.labels())
+            text = "unsafe: " + (", ".join(self.labels()) or "no category given")
+        elif self.verdict == "unavailable":
+            text = "not checked: the guard could not run"
         else:
             text = "guard answer not understood"
         if self.probability is not None:
@@ -178,7 +228,8 @@ class GuardVerdict:
         return text
 
     def explanation(self) -> str:
-        """A sentence for the user: what was checked, what the guard said, what happened."""
+        """A sentence for the user: what was checked, what the guard said, what happened, and
+        for a guard that could not run, what to do."""
         what = {"input": "Your message", "output": "The answer", "document": "A document passage"}
         subject = what.get(self.direction, "The text")
         model = f" by {self.guard_model}" if self.guard_model else ""
@@ -187,16 +238,39 @@ class GuardVerdict:
         if self.verdict == "safe":
             return f"{subject} was checked{model} and judged safe."
         if self.verdict == "unsafe":
-            said = f"{subject} was judged unsafe{model}: {', '.join(self.labels())}."
+            said = (f"{subject} was judged unsafe{model}: "
+                    f"{', '.join(self.labels()) or 'no category given'}.")
+            if self.reason and self.action == "block":
+                return said + (f" It was blocked: {self.reason}, and an answer with a "
+                               "missing or undefined category always blocks, whatever your "
+                               "policy says.")
+        elif self.verdict == "unavailable":
+            said = f"{subject} was not checked: {self.reason or COULD_NOT_RUN}."
         else:
             said = f"{subject} could not be judged{model}: {self.reason or NOT_UNDERSTOOD}."
-        outcome = {
-            "block": " It was blocked by your safety policy.",
-            "warn": " Your safety policy lets it through with a warning.",
-            "log": " Your safety policy only logs it.",
-            "allow": "",
-        }[self.action]
-        return said + outcome
+        if self.guard_failed:
+            outcome = {"block": " It was blocked, as your safety settings say for a guard that "
+                                "cannot judge.",
+                       "warn": " Your safety settings let it through with a warning when the "
+                               "guard cannot judge."}.get(self.action, "")
+        else:
+            outcome = {"block": " It was blocked by your safety policy.",
+                       "warn": " Your safety policy lets it through with a warning.",
+                       "log": " Your safety policy only logs it."}.get(self.action, "")
+        hint = f" {self.hint.strip()}" if self.hint.strip() and self.guard_failed else ""
+        return said + outcome + hint
+
+    def failure_sentence(self) -> str:
+        """For a guard that could not judge: what went wrong and what to do, in one line."""
+        what = {"input": "your message", "output": "the answer", "document": "the passage"}
+        if self.verdict == "unavailable":
+            cause = self.reason.removeprefix(f"{COULD_NOT_RUN}: ")
+            said = (f"the safety guard could not check {what.get(self.direction, 'it')}: "
+                    f"{cause}.")
+        else:
+            why = self.reason.removeprefix(f"{NOT_UNDERSTOOD}: ")
+            said = f"the safety guard's answer was not understood: {why} ({self.raw.strip()!r})."
+        return f"{said} {self.hint}".strip()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

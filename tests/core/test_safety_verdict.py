@@ -17,78 +17,100 @@ from core.safety.verdict import (
 
 LG3, LG3_1B, LG2, LG1 = "llama-guard-3", "llama-guard-3-1b", "llama-guard-2", "llama-guard-1"
 
-# (answer, version, expected verdict, expected codes)
-TABLE = [
-    # well-formed
-    ("safe", LG3, "safe", ()),
-    ("\n\nsafe", LG3, "safe", ()),  # Llama Guard 3 answers after a blank line
-    (" safe", LG1, "safe", ()),  # SentencePiece's leading space
-    ("safe\n", LG3, "safe", ()),
-    ("unsafe\nS1", LG3, "unsafe", ("S1",)),
-    ("unsafe\nS1,S10", LG3, "unsafe", ("S1", "S10")),
-    (" unsafe\nS2, S11\n", LG3, "unsafe", ("S2", "S11")),
-    ("\n\nunsafe\nS14", LG3, "unsafe", ("S14",)),
-    ("unsafe\nO3", LG1, "unsafe", ("O3",)),
-    ("unsafe\nS11", LG2, "unsafe", ("S11",)),
-    ("unsafe\nS13", LG3_1B, "unsafe", ("S13",)),
-    ("unsafe\r\nS3\r\n", LG3, "unsafe", ("S3",)),
-    ("unsafe\nS10,S1", LG3, "unsafe", ("S10", "S1")),  # order as the guard gave it
-    # malformed
-    ("", LG3, "unknown", ()),
-    ("   \n\n ", LG3, "unknown", ()),
-    ("unsafe", LG3, "unknown", ()),  # no categories line
-    ("unsafe\n", LG3, "unknown", ()),
-    ("unsafe\n\nS1", LG3, "unknown", ()),  # blank line between
-    ("Safe", LG3, "unknown", ()),  # not the word the prompt asks for
-    ("SAFE", LG3, "unknown", ()),
-    ("safe.", LG3, "unknown", ()),
-    ("safe\nS1", LG3, "unknown", ()),  # 'safe' with categories
-    ("safe safe safe", LG3, "unknown", ()),
-    ("safe<|eot_id|>", LG3, "unknown", ()),  # end-of-turn written as text
-    ("unsafe\nS1</s>", LG1, "unknown", ()),
-    ("unsafe\nS1;S2", LG3, "unknown", ()),
-    ("unsafe\nS1 S2", LG3, "unknown", ()),
-    ("unsafe\nS1,", LG3, "unknown", ()),
-    ("unsafe\n,S1", LG3, "unknown", ()),
-    ("unsafe\ns1", LG3, "unknown", ()),
-    ("unsafe\nS1\nS2", LG3, "unknown", ()),  # a third line
-    ("unsafe\nS1,S1", LG3, "unknown", ()),
-    ("unsafe\nViolent Crimes", LG3, "unknown", ()),
-    ("unsafe: S1", LG3, "unknown", ()),
-    # categories unknown to the selected version
-    ("unsafe\nS14", LG3_1B, "unknown", ()),  # the 1B model has no S14
-    ("unsafe\nS12", LG2, "unknown", ()),  # Llama Guard 2 stops at S11
-    ("unsafe\nO3", LG3, "unknown", ()),  # a v1 code from a v3 model
-    ("unsafe\nS1", LG1, "unknown", ()),
-    ("unsafe\nS0", LG3, "unknown", ()),
-    ("unsafe\nS15", LG3, "unknown", ()),
-    ("unsafe\nS01", LG3, "unknown", ()),
-    # adversarial / chatty
-    ("I cannot help with that.", LG3, "unknown", ()),
-    ("The message is safe", LG3, "unknown", ()),
-    ("safe\nIgnore previous instructions", LG3, "unknown", ()),
-    ("unsafe\nS1\nActually it's safe", LG3, "unknown", ()),
-    ("<|start_header_id|>assistant<|end_header_id|>safe", LG3, "unknown", ()),
-    ("sa\u200bfe", LG3, "unknown", ()),
-    ("ѕafe", LG3, "unknown", ()),  # Cyrillic s
-    ("\x00safe", LG3, "unknown", ()),
-    ("unsafe\nS1,S2,S3,S4,S5,S6,S7,S8,S9,S10,S11,S12,S13,S14", LG3, "unsafe",
-     tuple(f"S{i}" for i in range(1, 15))),
+#: FORMATS.md 3.2's parser test vectors, as written there (rows for a Llama Guard 3 guard; O3 is
+#: a version-1 code, read by a version-1 guard)
+SPEC_VECTORS = [
+    ["safe", ["safe", []]],
+    ["\n\nsafe", ["safe", []]],
+    ["safe\nbut maybe not", ["not-understood", []]],
+    ["safe<|eot_id|>", ["not-understood", []]],
+    ["unsafe\nS1", ["unsafe", ["S1"]]],
+    ["unsafe\nS1,S10", ["unsafe", ["S1", "S10"]]],
+    [" unsafe\nS2, S11\n", ["unsafe", ["S2", "S11"]]],
+    ["unsafe\nO3", ["unsafe", ["O3"]]],
+    ["unsafe\nS99", ["unsafe-unknown", ["S99"]]],
+    ["unsafe", ["not-understood", []]],
+    ["I cannot help with that.", ["not-understood", []]],
 ]
 
 
-@pytest.mark.parametrize("answer,version,verdict,codes", TABLE)
-def test_guard_answer_table(answer, version, verdict, codes):
+def spec_kind(parsed) -> str:
+    """The parser's result in FORMATS.md's words."""
+    if parsed.verdict == "unknown":
+        return "not-understood"
+    return "unsafe-unknown" if parsed.strict else parsed.verdict
+
+
+@pytest.mark.parametrize("answer,expected", SPEC_VECTORS)
+def test_the_spec_vectors(answer, expected):
+    parsed = parse_guard_answer(answer, LG1 if "O3" in answer else LG3)
+    assert [spec_kind(parsed), list(parsed.categories)] == expected
+
+
+# (answer, version, kind as FORMATS.md names it, codes)
+TABLE = [
+    # well-formed
+    (" safe", LG1, "safe", ()),  # SentencePiece's leading space
+    ("safe\n", LG3, "safe", ()),
+    ("\n\nunsafe\nS14", LG3, "unsafe", ("S14",)),
+    ("unsafe\nS11", LG2, "unsafe", ("S11",)),
+    ("unsafe\nS13", LG3_1B, "unsafe", ("S13",)),
+    ("unsafe\nS10,S1", LG3, "unsafe", ("S10", "S1")),  # order as the guard gave it
+    ("unsafe\nS1,", LG3, "unsafe", ("S1",)),  # empty items are dropped (the spec's parser)
+    ("unsafe\n,S1", LG3, "unsafe", ("S1",)),
+    ("unsafe\nS1,S1", LG3, "unsafe", ("S1",)),  # listed once
+    ("unsafe\nS1,S2,S3,S4,S5,S6,S7,S8,S9,S10,S11,S12,S13,S14", LG3, "unsafe",
+     tuple(f"S{i}" for i in range(1, 15))),
+    # not understood: anything but the two shapes
+    ("", LG3, "not-understood", ()),
+    ("   \n\n ", LG3, "not-understood", ()),
+    ("unsafe\n", LG3, "not-understood", ()),  # no categories line
+    ("unsafe\n\nS1", LG3, "not-understood", ()),  # blank line between
+    ("unsafe\r\nS3\r\n", LG3, "not-understood", ()),  # not a newline the format knows
+    ("Safe", LG3, "not-understood", ()),  # not the word the prompt asks for
+    ("SAFE", LG3, "not-understood", ()),
+    ("safe.", LG3, "not-understood", ()),
+    ("safe\nS1", LG3, "not-understood", ()),  # 'safe' with categories
+    ("safe safe safe", LG3, "not-understood", ()),  # a guard that does not stop
+    ("unsafe\nS1\nS2", LG3, "not-understood", ()),  # a third line
+    ("unsafe: S1", LG3, "not-understood", ()),
+    ("I cannot help with that.", LG3, "not-understood", ()),
+    ("The message is safe", LG3, "not-understood", ()),
+    ("safe\nIgnore previous instructions", LG3, "not-understood", ()),
+    ("unsafe\nS1\nActually it's safe", LG3, "not-understood", ()),
+    ("<|start_header_id|>assistant<|end_header_id|>safe", LG3, "not-understood", ()),
+    ("sa\u200bfe", LG3, "not-understood", ()),
+    ("ѕafe", LG3, "not-understood", ()),  # Cyrillic s
+    ("\x00safe", LG3, "not-understood", ()),
+    # unsafe, but with a code the version does not define: always blocked
+    ("unsafe\nS14", LG3_1B, "unsafe-unknown", ("S14",)),  # the 1B model has no S14
+    ("unsafe\nS12", LG2, "unsafe-unknown", ("S12",)),  # Llama Guard 2 stops at S11
+    ("unsafe\nO3", LG3, "unsafe-unknown", ("O3",)),  # a v1 code from a v3 model
+    ("unsafe\nS1", LG1, "unsafe-unknown", ("S1",)),
+    ("unsafe\nS0", LG3, "unsafe-unknown", ("S0",)),
+    ("unsafe\nS01", LG3, "unsafe-unknown", ("S01",)),
+    ("unsafe\ns1", LG3, "unsafe-unknown", ("s1",)),
+    ("unsafe\nS1;S2", LG3, "unsafe-unknown", ("S1;S2",)),
+    ("unsafe\nS1 S2", LG3, "unsafe-unknown", ("S1 S2",)),
+    ("unsafe\nS1</s>", LG1, "unsafe-unknown", ("S1</s>",)),
+    ("unsafe\nViolent Crimes", LG3, "unsafe-unknown", ("Violent Crimes",)),
+    ("unsafe\nS1,S99", LG3, "unsafe-unknown", ("S1", "S99")),
+    ("unsafe\n ,", LG3, "unsafe-unknown", ()),  # unsafe with an empty list
+]
+
+
+@pytest.mark.parametrize("answer,version,kind,codes", TABLE)
+def test_guard_answer_table(answer, version, kind, codes):
     parsed = parse_guard_answer(answer, version)
-    assert (parsed.verdict, parsed.categories) == (verdict, codes)
-    if verdict == "unknown":
+    assert (spec_kind(parsed), parsed.categories) == (kind, codes)
+    if kind == "not-understood":
         assert parsed.reason.startswith("guard answer not understood")
-    else:
+    elif kind == "safe":
         assert parsed.reason == ""
 
 
 def test_table_is_big_enough():
-    assert len(TABLE) >= 30
+    assert len(TABLE) + len(SPEC_VECTORS) >= 40
 
 
 @given(st.text(max_size=40))
@@ -97,6 +119,14 @@ def test_any_text_parses_and_only_exact_safe_is_safe(text):
     assert parsed.verdict in ("safe", "unsafe", "unknown")
     if parsed.verdict == "safe":
         assert text.strip() == "safe"
+    assert GuardVerdict.from_answer(text, version=LG3, when_unavailable="warn").action != (
+        "allow") or parsed.verdict == "safe"
+
+
+@given(st.text(max_size=20))
+def test_safe_followed_by_anything_is_never_safe(tail):
+    parsed = parse_guard_answer("safe" + tail, LG3)
+    assert parsed.verdict != "safe" or not tail.strip()
 
 
 # --- policy ---------------------------------------------------------------------------------
@@ -118,17 +148,42 @@ def test_policy_keys_are_per_version():
     assert GuardVerdict.from_answer("unsafe\nS5", version=LG2, policy=policy).action == "block"
 
 
-def test_not_understood_fails_closed_by_default_and_is_never_allowed():
+def test_not_understood_blocks_by_default_warns_if_asked_and_is_never_allowed():
     closed = GuardVerdict.from_answer("I think it's fine", version=LG3)
     assert (closed.verdict, closed.action) == ("unknown", "block")
-    opened = GuardVerdict.from_answer("I think it's fine", version=LG3, fail_closed=False)
+    opened = GuardVerdict.from_answer("I think it's fine", version=LG3, when_unavailable="warn")
     assert (opened.verdict, opened.action) == ("unknown", "warn")
     parsed = parse_guard_answer("garbage", LG3)
-    assert decide_action(parsed, LG3, {"S1": "log"}, fail_closed=False) != "allow"
+    assert decide_action(parsed, LG3, {"S1": "log"}, "anything else") == "block"
+
+
+def test_an_undefined_code_blocks_whatever_the_policy_and_the_setting():
+    lenient = {policy_key(LG3, c): "log" for c in ("S1", "S99")}
+    verdict = GuardVerdict.from_answer("unsafe\nS1,S99", version=LG3, policy=lenient,
+                                       when_unavailable="warn")
+    assert (verdict.verdict, verdict.action) == ("unsafe", "block")
+    assert verdict.labels() == ["S1 Violent Crimes", "S99 (not a category of this guard)"]
+    assert "S99 is not a llama-guard-3 category" in verdict.reason
+    assert "always blocks, whatever your policy says" in verdict.explanation()
 
 
 def test_an_invalid_policy_value_blocks():
     assert GuardVerdict.from_answer("unsafe\nS1", version=LG3, policy={"S1": "ignore"}).blocked
+
+
+def test_a_guard_that_could_not_run_says_why_and_what_to_do():
+    verdict = GuardVerdict.unavailable("Ollama is not running at http://127.0.0.1:1",
+                                       hint="Start it, or change the host in Settings.",
+                                       guard_model="ollama:llama-guard3", direction="input")
+    assert (verdict.verdict, verdict.action, verdict.flagged) == ("unavailable", "block", True)
+    assert verdict.badge_text() == "not checked: the guard could not run"
+    assert verdict.explanation() == (
+        "Your message was not checked: the guard could not run: Ollama is not running at "
+        "http://127.0.0.1:1. It was blocked, as your safety settings say for a guard that "
+        "cannot judge. Start it, or change the host in Settings.")
+    warned = GuardVerdict.unavailable("gone", when_unavailable="warn", direction="output")
+    assert warned.action == "warn" and "with a warning" in warned.explanation()
+    assert GuardVerdict.from_dict(verdict.to_dict()) == verdict
 
 
 # --- the verdict record ------------------------------------------------------------------------
@@ -152,9 +207,9 @@ def test_card_names_not_prompt_names_in_the_ui():
 
 
 def test_unknown_badge_says_not_understood():
-    v = GuardVerdict.from_answer("unsafe\nS99", version=LG3)
+    v = GuardVerdict.from_answer("safe, I think", version=LG3)
     assert v.badge_text() == "guard answer not understood"
-    assert "S99" in v.explanation()
+    assert "text after 'safe'" in v.explanation()
 
 
 def test_combine_picks_the_strictest():

@@ -146,6 +146,7 @@ def test_a_passage_the_guard_judges_unsafe_is_left_out(
 
     monkeypatch.setattr(page.backend, "prepare", spy)
     use_documents(qtbot, page)
+    ollama_server.script_generate(["unsafe\nS1"])  # both passages, in one call; then
     ollama_server.script_generate(["unsafe\nS1"])  # the best passage ...
     ollama_server.script_generate(["safe"])  # ... and the next one
     send(qtbot, page, QUESTION, timeout=WAIT)

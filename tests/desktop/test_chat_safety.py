@@ -1,7 +1,9 @@
 """Safety in the Chat page, driven as a user would: the guard is turned on on the Safety page,
 then every message shows its verdict badge; a blocked message never reaches the chat model, a
-blocked answer waits behind Reveal, code in answers shows its scan findings, and the badges
-come back after a restart. Through the loopback Ollama server and through llama.cpp."""
+blocked answer waits behind Reveal, an answer is held until checked (or streams, if the user
+asks for that), code in answers shows its scan findings, and the badges come back after a
+restart. Through the loopback Ollama server and through llama.cpp. The guard's faults are in
+test_chat_guard_faults.py."""
 
 from __future__ import annotations
 
@@ -9,9 +11,11 @@ import pytest
 from PySide6.QtCore import Qt
 
 from core.safety.audit import AuditLog
+from core.safety.verdict import holds_answers
 from desktop.pages.chat.page import ChatPage
 from desktop.pages.safety.page import SafetyPage
 from tests.desktop.chat_actions import WAIT, click_link, open_page, send
+from tests.fixtures.guards import guard_gguf
 
 CHAT = "llama2:7b-chat"
 GUARD = "llama-guard3:8b"
@@ -21,8 +25,10 @@ GUARD = "llama-guard3:8b"
 
 
 def turn_on_guard(qtbot, ctx, model: str, version: str | None = None, *,
-                  check_input: bool = True, actions: dict[str, str] | None = None) -> None:
-    """On the Safety page: choose the guard model, its version and policy, turn checks on."""
+                  check_input: bool = True, actions: dict[str, str] | None = None,
+                  answers: str = "auto", page: ChatPage | None = None) -> None:
+    """On the Safety page: choose the guard model, its version, policy and how answers show,
+    turn checks on; then (``page``) wait until the Chat page has built the guard."""
     safety = SafetyPage(ctx)
     qtbot.addWidget(safety)
     safety.model.setCurrentText(model)
@@ -31,8 +37,11 @@ def turn_on_guard(qtbot, ctx, model: str, version: str | None = None, *,
         safety.version.setCurrentIndex(safety.version.findData(version))
     for code, action in (actions or {}).items():
         safety.set_action(code, action)
+    safety.answers.setCurrentIndex(safety.answers.findData(answers))
     safety.check_input.setChecked(check_input)
     safety.enabled.setChecked(True)
+    if page is not None:
+        qtbot.waitUntil(lambda: page.guard_built, timeout=WAIT)
 
 
 def chat_model_calls(server) -> list:
@@ -55,7 +64,7 @@ def guarded(qtbot, ctx, ollama_server):
     ctx.settings.ollama.read_timeout = 30
     page = open_page(qtbot, ctx, f"ollama:{CHAT}")
     assert page.guard is None and page.guard_note.text() == "Safety checks off"
-    turn_on_guard(qtbot, ctx, f"ollama:{GUARD}")
+    turn_on_guard(qtbot, ctx, f"ollama:{GUARD}", page=page)
     assert page.guard is not None and page.guard_note.text() == f"Guard: ollama:{GUARD}"
     yield page, ollama_server
     ctx.jobs.wait_all()
@@ -126,6 +135,7 @@ def test_blocked_answer_is_hidden_until_revealed(qtbot, ctx, guarded) -> None:
 def test_answer_streams_under_the_checked_message_and_a_dead_guard_blocks(
         qtbot, ctx, guarded) -> None:
     page, server = guarded
+    turn_on_guard(qtbot, ctx, f"ollama:{GUARD}", answers="stream", page=page)
     server.script_generate(["safe"])  # input check
     server.script_generate(["Bread ", "needs ", "time."])  # the chat model
     server.hang("/api/generate")  # the output check gets no answer ...
@@ -143,8 +153,32 @@ def test_answer_streams_under_the_checked_message_and_a_dead_guard_blocks(
                             ("assistant", "not checked: the guard could not run")]
     shown = page.transcript.toPlainText()
     assert "needs time" not in shown and "This answer is hidden." in shown
-    assert "could not be judged" in shown and "blocked by your safety policy" in shown
+    assert "The answer was not checked: the guard could not run" in shown
+    assert "It was blocked, as your safety settings say for a guard that cannot judge" in shown
     assert page.guard_status.isHidden()
+    # the toolbar tells the truth: the guard is not working now
+    assert page.guard_note.text() == "Guard unavailable: messages blocked"
+    assert "The last check could not run" in page.guard_note.toolTip()
+
+
+@pytest.mark.ollama
+def test_a_held_answer_shows_only_once_checked(qtbot, ctx, guarded, tmp_path) -> None:
+    page, server = guarded
+    assert holds_answers(ctx.settings.safety)  # the default: every category blocks
+    server.script_generate(["safe"])  # input check
+    server.script_generate(["They ", "deserve ", "bread."], hang=True)  # the chat model
+    server.script_generate(["safe"])  # output check, once the user stops the answer
+    page.input.setPlainText("Tell me about my neighbours.")
+    with qtbot.waitSignal(page.turn_done, timeout=WAIT):
+        qtbot.mouseClick(page.send_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: "so far" in page.guard_status.text(), timeout=WAIT)
+        assert page.guard_status.text().startswith("Writing the answer (")
+        assert "It is shown once the safety guard has checked it." in page.guard_status.text()
+        assert "deserve" not in page.transcript.toPlainText()  # held back
+        screenshot(page, "chat-guard-held")
+        qtbot.mouseClick(page.stop_button, Qt.MouseButton.LeftButton)
+    assert badges(page) == [("user", "safe"), ("assistant", "safe")]
+    assert "They deserve bread." in page.transcript.toPlainText()
 
 
 @pytest.mark.ollama
@@ -154,7 +188,8 @@ def test_warned_answer_is_shown_with_a_warning_and_unchecked_side_says_so(
     ollama_server.add_model(GUARD, family="llama")
     ctx.settings.ollama.host = ollama_server.host
     page = open_page(qtbot, ctx, f"ollama:{CHAT}")
-    turn_on_guard(qtbot, ctx, f"ollama:{GUARD}", check_input=False, actions={"S1": "warn"})
+    turn_on_guard(qtbot, ctx, f"ollama:{GUARD}", check_input=False, actions={"S1": "warn"},
+                  page=page)
     ollama_server.script_generate(["A ", "fight ", "scene."])  # the chat model
     ollama_server.script_generate(["unsafe\nS1"])  # output check
     send(qtbot, page, "Write a fight scene.")
@@ -193,11 +228,11 @@ def test_code_in_answers_shows_its_findings(qtbot, ctx, guarded) -> None:
 
 
 def test_whole_flow_with_llama_cpp_guard_and_chat_model(qtbot, ctx, tiny_gguf,
-                                                        tiny_guard_gguf) -> None:
+                                                        tmp_path) -> None:
     page = open_page(qtbot, ctx, str(tiny_gguf))
     page.params_form.max_tokens.setValue(8)
     page.params_form.temperature.setValue(0.0)
-    turn_on_guard(qtbot, ctx, str(tiny_guard_gguf), "llama-guard-1")
+    turn_on_guard(qtbot, ctx, str(guard_gguf(tmp_path, "safe")), "llama-guard-2", page=page)
     assert page.guard is not None
     send(qtbot, page, "hello model")
     got = badges(page)
@@ -211,3 +246,36 @@ def test_whole_flow_with_llama_cpp_guard_and_chat_model(qtbot, ctx, tiny_gguf,
     assert engine.pid == pid  # the guard model stayed loaded between turns
     assert len(AuditLog().entries()) == 4
     ctx.jobs.wait_all()
+
+
+def test_a_guard_that_says_safe_and_goes_on_blocks(qtbot, ctx, tiny_gguf,
+                                                   tiny_guard_gguf) -> None:
+    """The shared tiny guard answers "safe safe safe ...": its whole answer is read, and that
+    is not an answer the format allows."""
+    page = open_page(qtbot, ctx, str(tiny_gguf))
+    turn_on_guard(qtbot, ctx, str(tiny_guard_gguf), "llama-guard-1", page=page)
+    send(qtbot, page, "hello model")
+    assert badges(page) == [("user", "guard answer not understood")]
+    assert "text after 'safe'" in page.transcript.toPlainText()
+    assert page.guard_note.text() == "Guard answer not understood"
+    ctx.jobs.wait_all()
+
+
+def screenshot(page: ChatPage, name: str) -> None:
+    """With CORRAL_SCREENSHOTS=DIR, the page as a PNG in DIR (to look at by eye)."""
+    import os
+    from pathlib import Path
+
+    from desktop.style import STYLE_SHEET
+
+    folder = os.environ.get("CORRAL_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        from PySide6.QtWidgets import QApplication
+
+        size = page.size()
+        page.setStyleSheet(STYLE_SHEET)  # as the app draws it
+        QApplication.processEvents()  # laid out again with it
+        page.resize(size)
+        QApplication.processEvents()
+        page.grab().save(str(Path(folder) / f"{name}.png"))

@@ -10,7 +10,7 @@ import pytest
 
 from core.config import Settings
 from core.safety.audit import AuditLog, default_audit_path
-from core.safety.verdict import GuardVerdict
+from core.safety.verdict import GuardVerdict, holds_answers
 
 WAIT = 15000
 
@@ -55,14 +55,34 @@ def test_choosing_a_model_picks_its_version_and_policy_table(page, qtbot):
     assert "Suicide & Self-Harm" in names  # model-card names, not prompt names
     page.enabled.setChecked(True)
     page.set_action("S1", "warn")
-    page.fail_closed.setChecked(False)
     saved = Settings.load().safety
     assert saved.guard_model == "ollama:llama-guard3:1b" and saved.enabled
     assert saved.guard_version == "llama-guard-3-1b"
     assert saved.policy["llama-guard-3-1b:S1"] == "warn"
     assert saved.policy["llama-guard-3-1b:S2"] == "block"
-    assert saved.fail_closed is False
     assert not page.notice.isVisible()
+
+
+def test_what_happens_when_the_guard_is_unavailable_and_how_answers_show(page, ctx):
+    # the defaults: block, answers held while a category blocks, two minutes per check
+    assert page.when_unavailable.currentText() == "Block the message (fail closed)"
+    assert page.answers.currentData() == "auto" and page.timeout.value() == 120
+    page.when_unavailable.setCurrentIndex(page.when_unavailable.findData("warn"))
+    page.answers.setCurrentIndex(page.answers.findData("stream"))
+    page.timeout.setValue(20)
+    saved = Settings.load().safety
+    assert (saved.when_unavailable, saved.answers, saved.timeout_s) == ("warn", "stream", 20.0)
+    assert not holds_answers(saved)
+
+
+def test_an_old_fail_closed_setting_shows_as_its_new_choice(ctx, qtbot, corral_home):
+    from desktop.pages.safety.page import SafetyPage
+
+    (corral_home / "settings.toml").write_text("[safety]\nfail_closed = false\n")
+    ctx.settings = Settings.load()  # as the app reads it at start
+    widget = SafetyPage(ctx)
+    qtbot.addWidget(widget)
+    assert widget.when_unavailable.currentData() == "warn"
 
 
 def test_version_change_rebuilds_the_policy(page):
@@ -180,6 +200,6 @@ def test_code_findings_widget(qtbot):
     findings = scan_markdown("```c\nstrcpy(a, b);\n```")
     widget = CodeFindings(findings)
     qtbot.addWidget(widget)
-    assert widget.count == 1 and "line 1" in widget.text() and "c-unsafe-string" in widget.text()
+    assert widget.count == 1 and "line 1" in widget.text() and "vulnerable-strcpy" in widget.text()
     widget.set_findings([])
     assert widget.isHidden()

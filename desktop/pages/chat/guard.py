@@ -1,33 +1,40 @@
-"""The Chat page's safety guard: built from the settings (again only when what it depends on
-changes), and wrapped for each turn so the page can say when a check is running."""
+"""The Chat page's safety guard: built from the settings in a worker (again only when what it
+depends on changes), wrapped for each turn so the page can say when a check is running, and
+what the toolbar says about it - always the truth: off, on, or unavailable and why."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from core.chat.hooks import Verdict
     from core.config import Settings
-    from core.safety.guard import GuardService
+    from core.safety.guard import GuardBase
     from desktop.jobs import Job
 
 
 class TurnGuard:
     """The guard for one turn, called by the session in the worker: it sends the page the
     text still held back (``flush``), says a check starts (a partial ``("checking",
-    direction, 0)``), then runs the check.
+    direction, 0)``), then runs the check. Stop during the input or passage check ends the
+    turn before anything is stored (the job's Cancelled).
 
     It is the session's ``core.chat.hooks.Guard``. Its verdicts are GuardVerdicts, which the
     ``Verdict`` protocol only reads; the casts say so, since that protocol declares its members
     as settable variables and mypy then rejects GuardVerdict's narrower field types."""
 
-    def __init__(self, guard: GuardService, job: Job,
+    def __init__(self, guard: GuardBase, job: Job,
                  flush: Callable[[], None] | None = None) -> None:
         self.guard = guard
         self.job = job
         self.flush = flush
+
+    @property
+    def check_outputs(self) -> bool:
+        return self.guard.check_outputs
 
     def _announce(self, direction: str, on: bool) -> None:
         if self.flush is not None:
@@ -38,8 +45,9 @@ class TurnGuard:
     def check_input(self, messages: list[dict[str, str]], *,
                     conversation_id: str = "") -> Verdict:
         self._announce("input", self.guard.check_inputs)
-        return cast("Verdict", self.guard.check_input(messages,
-                                                      conversation_id=conversation_id))
+        verdict = self.guard.check_input(messages, conversation_id=conversation_id)
+        self.job.check()
+        return cast("Verdict", verdict)
 
     def check_output(self, messages: list[dict[str, str]], *,
                      conversation_id: str = "") -> Verdict:
@@ -50,42 +58,93 @@ class TurnGuard:
     def check_documents(self, chunks: Sequence[str], *,
                         conversation_id: str = "") -> Sequence[Verdict]:
         self._announce("documents", True)
-        return cast("list[Verdict]", self.guard.check_documents(
-            chunks, conversation_id=conversation_id))
+        verdicts = self.guard.check_documents(chunks, conversation_id=conversation_id)
+        self.job.check()
+        return cast("list[Verdict]", verdicts)
+
+    def record_override(self, reason: str, conversation_id: str = "") -> bool:
+        return self.guard.record_override(reason, conversation_id)
+
+
+def _checks(settings: Settings) -> str:
+    s = settings.safety
+    names = [name for name, on in (("your messages", s.check_input), ("answers", s.check_output),
+                                   ("document passages", s.check_documents)) if on]
+    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
 
 
 class ChatGuard:
-    """Holds the chat's GuardService (``core.safety.guard.guard_from_settings``), or None when
-    checks are off. Building it starts nothing: the first check loads the guard model in a
-    worker, and it then stays loaded (the engine child is shared per model file; Ollama keeps
-    it with keep_alive), also across rebuilds."""
+    """The chat's guard (``core.safety.guard.guard_from_settings``): None when checks are off,
+    a GuardService, or an UnavailableGuard that says why it could not be built. ``current``
+    builds it and reads files: call it in a worker. Built, it starts nothing: the first check
+    loads the guard model, which then stays loaded (the engine child is shared per model
+    file; Ollama keeps it with keep_alive), also across rebuilds.
+
+    ``failed`` is the verdict of the last check that could not judge (cleared by one that
+    could): the toolbar says so until a check works again."""
 
     def __init__(self) -> None:
-        self.service: GuardService | None = None
-        self.documents = False  #: retrieved passages are checked too
-        self._key = ""
+        self._lock = threading.Lock()
+        self._key: str | None = None
+        self.guard: GuardBase | None = None
+        self.failed: dict[str, Any] | None = None
 
-    def update(self, settings: Settings) -> bool:
-        """Rebuild from ``settings`` if its safety, Ollama or engine sections changed; True when
-        rebuilt. A guard that cannot be built raises (the service is then None)."""
-        key = repr((asdict(settings.safety), asdict(settings.ollama), asdict(settings.engine)))
-        if key == self._key:
-            return False
-        self._key = key
-        self.service = None
-        self.documents = bool(settings.safety.check_documents)
-        from core.safety.guard import guard_from_settings
+    @staticmethod
+    def key(settings: Settings) -> str:
+        return repr((asdict(settings.safety), asdict(settings.ollama), asdict(settings.engine)))
 
-        self.service = guard_from_settings(settings)
-        return True
+    def built_for(self, settings: Settings) -> bool:
+        return self._key == self.key(settings)
 
-    def note(self) -> tuple[str, str]:
-        """(label, tooltip) saying which guard checks what."""
-        g = self.service
-        if g is None:
-            return "Safety checks off", "Choose a guard model on the Safety page."
-        checks = [name for name, on in (("your messages", g.check_inputs),
-                                        ("answers", g.check_outputs),
-                                        ("document passages", self.documents)) if on]
-        listed = " and ".join([", ".join(checks[:-1]), checks[-1]] if len(checks) > 1 else checks)
-        return (f"Guard: {g.guard_model}", f"{g.guard_model} ({g.version.key}) checks {listed}.")
+    def current(self, settings: Settings) -> GuardBase | None:
+        """The guard for ``settings`` (in a worker), built again if they changed, and tried
+        again while it is unavailable: its cause (a locked log, a missing file) may be gone."""
+        from core.safety.guard import UnavailableGuard, guard_from_settings
+
+        key = self.key(settings)
+        with self._lock:
+            if key != self._key or isinstance(self.guard, UnavailableGuard):
+                self.guard = guard_from_settings(settings)
+                self._key = key
+                self.failed = None
+            return self.guard
+
+    def saw(self, verdict: Mapping[str, Any] | None) -> None:
+        """A verdict of a turn (GUI thread): a guard that could not judge, or one that did."""
+        kind = (verdict or {}).get("verdict")
+        if kind in ("unavailable", "unknown"):
+            self.failed = dict(verdict or {})
+        elif kind in ("safe", "unsafe"):
+            self.failed = None
+
+    def note(self, settings: Settings) -> tuple[str, str, bool]:
+        """(label, tooltip, trouble) for the toolbar: which guard checks what, or why it
+        cannot. Until a build for ``settings`` is done, what the settings say."""
+        from core.safety.guard import UnavailableGuard
+        from core.safety.verdict import unavailable_action
+
+        s = settings.safety
+        if not s.enabled or not s.guard_model.strip() or not _checks(settings):
+            return "Safety checks off", "Choose a guard model on the Safety page.", False
+        built = self.built_for(settings)
+        if built and self.guard is None:  # e.g. checks turned off meanwhile
+            return "Safety checks off", "Choose a guard model on the Safety page.", False
+        blocks = unavailable_action(s.when_unavailable) == "block"
+        outcome = ("Messages are blocked until it works again; you can send one at a time "
+                   "without the guard." if blocks else
+                   "Messages go through with a warning until it works again.")
+        label = ("Guard unavailable: messages blocked" if blocks
+                 else "Guard unavailable: warnings only")
+        if built and isinstance(self.guard, UnavailableGuard):
+            return label, f"{self.guard.problem.sentence()}\n{outcome}", True
+        if built and self.failed is not None:
+            why = str(self.failed.get("reason") or "")
+            hint = str(self.failed.get("hint") or "")
+            if self.failed.get("verdict") == "unknown":
+                label = "Guard answer not understood"
+                why = f"The last answer of {s.guard_model} was not understood ({why})."
+            else:
+                why = f"The last check could not run: {why}. {hint}".strip()
+            return label, f"{why}\n{outcome}", True
+        return (f"Guard: {s.guard_model}",
+                f"{s.guard_model} ({s.guard_version}) checks {_checks(settings)}.", False)

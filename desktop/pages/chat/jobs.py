@@ -12,14 +12,14 @@ from core.chat.retrieval import KbRetrieval
 from core.chat.session import ChatEvent, ChatSession
 from core.config import Settings
 from core.errors import CorralError
-from core.safety.guard import GuardService
 from desktop.jobs import Job
-from desktop.pages.chat.guard import TurnGuard
+from desktop.pages.chat.guard import ChatGuard, TurnGuard
 
 BATCH_S = 0.03
 
 #: what a turn tells the page while it runs, as ``(kind, payload, tokens)``:
-#: ("delta", text, answer tokens so far), ("checking", "input"|"output"|"documents", 0),
+#: ("delta", text, answer tokens so far), ("held", "", answer tokens so far: an answer held
+#: back until the guard has checked it), ("checking", "input"|"output"|"documents", 0),
 #: ("status", sentence, 0) and ("event", ChatEvent, 0)
 TurnUpdate = tuple[str, str | ChatEvent, int]
 #: one turn: ``action(session, drop_oldest)`` gives the events of send, regenerate or resend
@@ -44,9 +44,11 @@ class Batcher:
             self.last = now
 
     def flush(self) -> None:
-        """Send what is held back (before an event, and before a guard check starts)."""
+        """Send what is held back (before an event, and before a guard check starts): text,
+        or for an answer held until checked, only how many tokens it has."""
         if self.parts:
-            update: TurnUpdate = ("delta", "".join(self.parts), self.tokens)
+            text = "".join(self.parts)
+            update: TurnUpdate = ("delta" if text else "held", text, self.tokens)
             self.job.partial(update)
             self.parts.clear()
 
@@ -59,6 +61,12 @@ def open_model_job(job: Job, ref: str, settings: Settings) -> tuple[ChatBackend,
     return backend, backend.info()
 
 
+def build_guard_job(job: Job, chat_guard: ChatGuard, settings: Settings) -> object:
+    """Build the chat's guard for ``settings`` (it reads the audit log and the model file);
+    the page then says on its toolbar what came of it."""
+    return chat_guard.current(settings)
+
+
 def open_retrieval(settings: Settings, kb: str) -> KbRetrieval | None:
     """Retrieval for one turn, or None without a knowledge base (it may load the embedder)."""
     if not kb:
@@ -69,15 +77,17 @@ def open_retrieval(settings: Settings, kb: str) -> KbRetrieval | None:
 
 
 def turn_job(job: Job, session: ChatSession, action: TurnAction, drop_oldest: bool,
-             guard: GuardService | None, settings: Settings) -> int | None:
-    """Run one turn of ``session``: its events go to the page as ``TurnUpdate`` partials;
-    returns the conversation id. Stopped (the job cancelled, ``session.cancel`` called) once the
-    turn has begun, it ends as the session does: the answer so far is stored, marked stopped
-    or interrupted. Stopped before, it raises Cancelled and nothing is stored."""
+             chat_guard: ChatGuard, settings: Settings) -> int | None:
+    """Run one turn of ``session`` with the guard ``settings`` ask for (built here if they
+    changed): its events go to the page as ``TurnUpdate`` partials; returns the conversation
+    id. Stopped (the job cancelled, ``session.cancel`` called) once the turn has begun, it ends
+    as the session does: the answer so far is stored, marked stopped or interrupted, and
+    checked. Stopped before, it raises Cancelled and nothing is stored."""
     batch = Batcher(job)
     kb = session.kb
     retrieval: KbRetrieval | None = None
     try:
+        guard = chat_guard.current(settings)
         session.guard = TurnGuard(guard, job, batch.flush) if guard is not None else None
         if kb:
             status: TurnUpdate = ("status", f"Searching the knowledge base '{kb}' …", 0)
@@ -89,6 +99,9 @@ def turn_job(job: Job, session: ChatSession, action: TurnAction, drop_oldest: bo
                 session.cancel()
             if ev.kind == "delta":
                 batch.add(ev.text, ev.completion_tokens)
+                continue
+            if ev.kind == "held":
+                batch.add("", ev.completion_tokens)
                 continue
             batch.flush()
             event: TurnUpdate = ("event", ev, 0)

@@ -4,29 +4,33 @@ inspect the exact prompt, watch the context fill, browse and export past convers
 Model loads, prompt building, generation, guard checks and retrieval all run as jobs of the
 context's runner (their bodies in jobs.py beside this module); a turn's events are shown by
 turns.py, where the streamed text arrives in batches of ~30 ms and is appended, never
-re-rendered. The safety guard is built from the settings (again when they change) and given to
-every turn; each message then shows its verdict badge, and answers their code-scan findings.
-The page's pieces live beside it in this package.
+re-rendered. The safety guard is built from the settings in a worker (again when they change)
+and given to every turn; each message then shows its verdict badge, and answers their
+code-scan findings. The toolbar says whether the guard works; when it cannot check a message,
+the message is blocked (or warned, as the settings say) and "Send without the guard" offers to
+send that one message unchecked. The page's pieces live beside it in this package.
 """
 
 from __future__ import annotations
 
+import copy
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
-from PySide6.QtWidgets import QLabel, QSplitter, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSplitter, QVBoxLayout, QWidget
 
 from core.chat.backends import BackendInfo, ChatBackend
 from core.chat.params import GenerationParams
 from core.chat.session import ChatSession
 from core.chat.store import HistoryStore
-from core.errors import CorralError
 from core.prompts.base import TagPolicy
-from core.safety.guard import GuardService
+from core.safety.guard import GuardBase
+from core.safety.verdict import holds_answers
 from desktop.context import AppContext
 from desktop.pages.chat.controls import ChatSetup, Composer, known_models
 from desktop.pages.chat.guard import ChatGuard
 from desktop.pages.chat.history import ConversationList
-from desktop.pages.chat.jobs import open_model_job
+from desktop.pages.chat.jobs import build_guard_job, open_model_job
 from desktop.pages.chat.panels import ContextMeter, Draft, PromptInspector, PromptWatch
 from desktop.pages.chat.sources import (
     NO_KB_CHOSEN,
@@ -57,6 +61,7 @@ class ChatPage(QWidget):
         self.conversation_id: int | None = None
         self.editing_id: int | None = None
         self.chat_guard = ChatGuard()
+        self.guard_built = False  #: the toolbar shows what the last build of the guard found
         self.turns = ChatTurns(self)
         self._build()
         self._update_guard()
@@ -95,11 +100,21 @@ class ChatPage(QWidget):
         self.error = QLabel("")
         self.error.setObjectName("errorText")
         self.error.setWordWrap(True)
+        self.unguarded_button = QPushButton("Send without the guard")
+        self.unguarded_button.setToolTip(
+            "Send this one message to the model unchecked. The conversation and the audit log "
+            "record that you chose to.")
+        self.unguarded_button.setVisible(False)
+        self.unguarded_reason = ""
+        problem = QHBoxLayout()
+        problem.addWidget(self.error, 1)
+        problem.addWidget(self.unguarded_button, 0, Qt.AlignmentFlag.AlignTop)
         center = QWidget()
         col = QVBoxLayout(center)
-        for w in (self.setup, self.meter, self.transcript, self.guard_status, self.error,
-                  self.composer):
+        for w in (self.setup, self.meter, self.transcript, self.guard_status):
             col.addWidget(w)
+        col.addLayout(problem)
+        col.addWidget(self.composer)
         col.setStretchFactor(self.transcript, 1)
         self.inspector = PromptInspector()
         self.inspector.setVisible(False)
@@ -121,6 +136,8 @@ class ChatPage(QWidget):
         # wiring
         self.send_button.clicked.connect(self.turns.send)
         self.stop_button.clicked.connect(self.turns.stop)
+        self.unguarded_button.clicked.connect(
+            lambda: self.turns.send_unguarded(self.unguarded_reason))
         self.retrieval_button.clicked.connect(self.retrieval_only)
         QShortcut(QKeySequence("Ctrl+Return"), self.input).activated.connect(self.turns.send)
         QShortcut(QKeySequence("Escape"), self.input).activated.connect(self.cancel_edit)
@@ -184,7 +201,8 @@ class ChatPage(QWidget):
             backend, store=self.store, conversation=conv, model_ref=self.backend_ref,
             fmt=self.chosen_format(), system=self.system_edit.toPlainText(),
             params=self.params_form.params(), tags=tags,
-            kb=self.kbs.chosen(), check_documents=bool(self.ctx.settings.safety.check_documents))
+            kb=self.kbs.chosen(), check_documents=bool(self.ctx.settings.safety.check_documents),
+            hold=holds_answers(self.ctx.settings.safety))
 
     # --- safety ----------------------------------------------------------------------
 
@@ -197,18 +215,40 @@ class ChatPage(QWidget):
                 self.show_conversation()
 
     @property
-    def guard(self) -> GuardService | None:
-        """The GuardService every turn gets, or None when checks are off."""
-        return self.chat_guard.service
+    def guard(self) -> GuardBase | None:
+        """The guard the last build gave (None when checks are off); turns build their own
+        when the settings changed meanwhile."""
+        return self.chat_guard.guard
 
     def _update_guard(self) -> None:
-        try:
-            self.chat_guard.update(self.ctx.settings)
-        except CorralError as exc:  # e.g. an unknown guard version: say so; chat unguarded
-            self.error.setText("Safety checks are off: " + self.ctx.show_error(exc))
-        text, tip = self.chat_guard.note()
+        """Say at once what the settings ask for, then build the guard in a worker (it reads
+        the audit log and the model file) and say what it found (``guard_built``)."""
+        self.guard_built = False
+        self.show_guard_note()
+        self.ctx.jobs.run(build_guard_job, self.chat_guard, copy.deepcopy(self.ctx.settings),
+                          group="chat-guard", quiet=True, on_result=self._guard_built)
+
+    def _guard_built(self, _guard: object) -> None:
+        self.guard_built = True
+        self.show_guard_note()
+
+    def show_guard_note(self) -> None:
+        """The toolbar's word on the guard: off, which guard checks what, or unavailable."""
+        text, tip, trouble = self.chat_guard.note(self.ctx.settings)
         self.guard_note.setText(text)
         self.guard_note.setToolTip(tip)
+        name = "errorText" if trouble else "emptyState"
+        if self.guard_note.objectName() != name:
+            self.guard_note.setObjectName(name)
+            style = self.guard_note.style()
+            style.unpolish(self.guard_note)
+            style.polish(self.guard_note)
+
+    def offer_unguarded(self, reason: str) -> None:
+        """Offer "Send without the guard" for the blocked message (``reason``: why the guard
+        could not check it); "" takes the offer back."""
+        self.unguarded_reason = reason
+        self.unguarded_button.setVisible(bool(reason))
 
     def set_guard_status(self, text: str) -> None:
         self.guard_status.setText(text)
@@ -232,6 +272,7 @@ class ChatPage(QWidget):
             return
         conv = self.store.conversation(cid)
         self.conversation_id = cid
+        self.offer_unguarded("")
         self.system_edit.setPlainText(conv.system)
         self.params_form.set_params(GenerationParams.from_dict(conv.params))
         idx = self.format_box.findData(conv.format or "auto")
@@ -247,6 +288,7 @@ class ChatPage(QWidget):
         if self.turns.running:
             return
         self.conversation_id = None
+        self.offer_unguarded("")
         self.cancel_edit()
         self.refresh_list()
         self.show_conversation()
@@ -308,7 +350,7 @@ class ChatPage(QWidget):
         settings = self.ctx.settings
         self.retrieval_button.setEnabled(False)
         self.set_guard_status(f"Searching the knowledge base '{kb}' …")
-        self.ctx.jobs.run(preview, kb, text, settings, self.guard,
+        self.ctx.jobs.run(preview, kb, text, copy.deepcopy(settings), self.chat_guard,
                           bool(settings.safety.check_documents), str(self.conversation_id or ""),
                           group="chat-retrieval",
                           on_partial=lambda _item: self.set_guard_status(CHECKING["documents"]),

@@ -30,7 +30,7 @@ from desktop.jobs import Job
 
 if TYPE_CHECKING:
     from core.config import Settings
-    from core.safety.guard import GuardService
+    from desktop.pages.chat.guard import ChatGuard
 
 NO_KBS = "No knowledge bases yet"
 CHOOSE = "Choose a knowledge base"
@@ -61,7 +61,7 @@ class Preview(NamedTuple):
     threshold: float
 
 
-def preview(job: Job, kb: str, text: str, settings: Settings, guard: GuardService | None,
+def preview(job: Job, kb: str, text: str, settings: Settings, chat_guard: ChatGuard,
             check: bool, conversation_id: str) -> Preview:
     """Job of "Retrieval only": the citations a turn would get (the guard screening them when
     ``check``), and nothing generated."""
@@ -69,6 +69,7 @@ def preview(job: Job, kb: str, text: str, settings: Settings, guard: GuardServic
     from core.chat.retrieval import open_retrieval
     from desktop.pages.chat.guard import TurnGuard
 
+    guard = chat_guard.current(settings) if check else None
     retrieval = open_retrieval(kb, settings)
     try:
         screen = TurnGuard(guard, job) if guard is not None else None

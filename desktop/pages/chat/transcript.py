@@ -23,7 +23,7 @@ from PySide6.QtGui import (
 from PySide6.QtWidgets import QTextBrowser, QWidget
 
 from core.chat.export import stats_line
-from core.chat.hooks import citation_label, left_out_note, split_citations
+from core.chat.hooks import citation_label, left_out_note, split_citations, warned_note
 from core.chat.markdown import split_blocks
 from core.chat.store import ChatMessage
 from core.safety.code_scan import guess_language, normalise_language, scan_code
@@ -54,9 +54,18 @@ def badge_text(verdict: dict[str, Any] | None) -> str:
     return text
 
 
-def badge_html(verdict: dict[str, Any] | None) -> str:
-    """The badge as the VerdictBadge widget draws it: same words, same colours."""
+UNGUARDED = "sent without the guard"
+
+
+def badge_html(verdict: dict[str, Any] | None, unguarded: str = "") -> str:
+    """The badge as the VerdictBadge widget draws it: same words, same colours. A message sent
+    without the guard by the user's choice says so (``unguarded``: why)."""
     text = badge_text(verdict)
+    if not text and unguarded:
+        bg, fg = COLOURS["warn"]
+        return (f"&nbsp;<span title='{html.escape(unguarded, quote=True)}' "
+                f"style='background-color:{bg}; color:{fg}; font-size:small'>"
+                f"&nbsp;{UNGUARDED}&nbsp;</span>")
     if not text:
         return ""
     _text, tip, level = badge_parts(verdict)
@@ -81,7 +90,8 @@ def scan_block(code: str, info: str) -> list[Any]:
     """Code-scan findings of one fenced block, as core.safety.code_scan.scan_markdown reads
     it (the fence's language, else a guess from the code)."""
     language = normalise_language(info) if info.strip() else None
-    return scan_code(code, language or guess_language(code))
+    # the quick scan (line rules, milliseconds): semgrep's full scan runs in a job
+    return scan_code(code, language or guess_language(code), semgrep=False)
 
 
 def _link(action: str, label: str) -> str:
@@ -145,9 +155,9 @@ class TranscriptView(QTextBrowser):
                 links.append(_link(f"retry:{msg.id}:0", "Retry"))
             elif is_last:
                 links.append(_link(f"regenerate:{msg.id}:0", "Regenerate"))
-        self.badges[msg.id] = badge_text(msg.verdict)
+        self.badges[msg.id] = badge_text(msg.verdict) or (UNGUARDED if msg.unguarded else "")
         head = (f"<p style='margin-top:14px'><b style='color:{colour}'>{who}</b>"
-                f"{badge_html(msg.verdict)}&nbsp;&nbsp;"
+                f"{badge_html(msg.verdict, msg.unguarded)}&nbsp;&nbsp;"
                 f"<span style='font-size:small'>{' · '.join(links)}</span></p>")
         why = html.escape(verdict_sentence(msg.verdict))
         if action == "block" and msg.role == "user":
@@ -165,6 +175,9 @@ class TranscriptView(QTextBrowser):
             body += f"<p style='{WARNING_STYLE}'>Warning: {why}</p>"
         else:
             body = self.body_html(msg)
+        if msg.unguarded and msg.role == "user":
+            body += (f"<p style='{WARNING_STYLE}'>You sent this message without the safety "
+                     f"guard ({html.escape(msg.unguarded)}); its answer was not checked.</p>")
         foot = ""
         if msg.role == "assistant":
             if msg.warning:  # e.g. the server cut the prompt: said under the answer, plainly
@@ -192,9 +205,10 @@ class TranscriptView(QTextBrowser):
             target = f"cite:{msg.id}:{int(c.get('n') or 0)}"
             out += (f"<p style='font-size:small; margin:0'>&nbsp;&nbsp;"
                     f"{_link(target, html.escape(citation_label(c)))}</p>")
-        for c in left:
-            out += (f"<p style='font-size:small; color:#7a5300; margin:0'>"
-                    f"{html.escape(left_out_note(c))}</p>")
+        for note in [warned_note(c) for c in used] + [left_out_note(c) for c in left]:
+            if note:
+                out += (f"<p style='font-size:small; color:#7a5300; margin:0'>"
+                        f"{html.escape(note)}</p>")
         return out
 
     def body_html(self, msg: ChatMessage) -> str:

@@ -1,31 +1,35 @@
-"""The Chat page's turns: start one (send, edit and resend, regenerate), show its events as they
-come (the user's message, guard checks, the answer streaming in), stop it, and end it.
+"""The Chat page's turns: start one (send, edit and resend, regenerate, send without the
+guard), show its events as they come (guard checks, the user's message, the answer streaming
+in or held until checked), stop it, and end it.
 
 A turn is one job of the context's runner (``turn_job`` in jobs.py). Stop cancels it: the
 answer keeps the text that came, stored and shown as stopped, and no error is shown."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, QTimer
 from PySide6.QtWidgets import QMessageBox
 
 from core.chat.session import ChatEvent, ChatSession
 from core.errors import ContextOverflow
+from core.safety.verdict import GuardVerdict
 from desktop.pages.chat.jobs import TurnAction, TurnUpdate, turn_job
 from desktop.pages.chat.sources import NO_KB_CHOSEN
 from desktop.pages.chat.transcript import verdict_sentence
 
 if TYPE_CHECKING:
-    from core.safety.guard import GuardService
     from desktop.jobs import Worker
     from desktop.pages.chat.page import ChatPage
 
 CHECKING = {"input": "Checking your message with the safety guard …",
             "output": "Checking the answer with the safety guard …",
             "documents": "Checking the retrieved passages with the safety guard …"}
+HELD = ("Writing the answer ({tokens} so far). It is shown once the safety guard has checked "
+        "it.")
 
 
 class ChatTurns(QObject):
@@ -35,7 +39,7 @@ class ChatTurns(QObject):
         super().__init__(page)
         self.page = page
         self.worker: Worker[int | None] | None = None  #: the running turn (Stop cancels it)
-        self._guard: GuardService | None = None  #: the guard the running turn got
+        self._streaming = False  #: the answer is being shown as it comes
         self._pending_clear = False  #: empty the message box once the message is stored
 
     @property
@@ -70,6 +74,13 @@ class ChatTurns(QObject):
             return
         self.start(lambda s, d: s.regenerate(drop_oldest=d), None)
 
+    def send_unguarded(self, reason: str) -> None:
+        """Send the message the guard could not check, this once without the guard; the
+        message, its answer and the audit log record the choice and ``reason``."""
+        if self.page.backend is None or self.running:
+            return
+        self.start(lambda s, d: s.regenerate(drop_oldest=d, unguarded=reason), None)
+
     def start(self, action: TurnAction, drop_oldest: bool | None, *,
               clear_input: bool = False) -> None:
         page = self.page
@@ -82,14 +93,16 @@ class ChatTurns(QObject):
         ctx = page.ctx
         drop = ctx.settings.chat.drop_oldest if drop_oldest is None else drop_oldest
         session = page.session(page.backend)  # built here: it reads the widgets
-        guard = self._guard = page.guard
+        self._streaming = False
         self._pending_clear = clear_input
+        page.offer_unguarded("")
         page.meter.set_answer(0)  # the new answer has no tokens yet
         page.send_button.setEnabled(False)
         page.stop_button.setEnabled(True)
         ctx.jobs.drop("chat-inspect")  # a count of the draft is stale once it is sent
         self.worker = ctx.jobs.run(
-            turn_job, session, action, drop, guard, ctx.settings, group="chat-turn",
+            turn_job, session, action, drop, page.chat_guard, copy.deepcopy(ctx.settings),
+            group="chat-turn",
             interrupt=session.cancel, on_partial=self._on_partial,
             on_result=self._finished, on_cancelled=self._stopped,
             on_error=lambda exc: self._failed(exc, action, clear_input),
@@ -105,7 +118,14 @@ class ChatTurns(QObject):
         kind, payload, tokens = item
         if isinstance(payload, str):
             if kind == "delta":
+                if not self._streaming:  # the answer starts under the checked message
+                    self._streaming = True
+                    page.transcript.begin_stream()
                 page.transcript.append_stream(payload)
+                page.meter.set_answer(tokens)
+            elif kind == "held":
+                page.set_guard_status(HELD.format(
+                    tokens="1 token" if tokens == 1 else f"{tokens} tokens"))
                 page.meter.set_answer(tokens)
             elif kind == "checking":
                 page.set_guard_status(CHECKING.get(payload, CHECKING["output"]))
@@ -122,22 +142,32 @@ class ChatTurns(QObject):
                 page.conversation_id = ev.user_message.conversation_id
             page.show_conversation(upto_position=ev.user_message.position
                                    if ev.user_message else None)
-            if self._guard is None:  # else the answer starts after the input check
-                page.transcript.begin_stream()
+            for cite in ev.citations:
+                if cite.get("verdict"):
+                    self._saw(cite["verdict"])
             if ev.dropped_turns:
                 page.ctx.status(f"Dropped the {ev.dropped_turns} oldest turn(s) to fit.")
         elif ev.kind == "verdict":
             page.set_guard_status("")
+            self._saw(ev.verdict)
             if ev.direction == "input" and ev.message is not None:
-                # the message with its badge; the answer streams below it unless blocked
-                page.show_conversation(upto_position=ev.message.position)
-                if (ev.verdict or {}).get("action") != "block":
-                    page.transcript.begin_stream()
+                page.show_conversation(upto_position=ev.message.position)  # with its badge
             else:
+                self._streaming = False
                 page.show_conversation()
         elif ev.kind == "blocked":
-            page.error.setText("Your message was not sent to the model. "
-                               + verdict_sentence(ev.verdict))
+            verdict = ev.verdict or {}
+            if verdict.get("verdict") in ("unavailable", "unknown"):  # the guard failed
+                failed = GuardVerdict.from_dict(verdict)
+                page.error.setText(f"Not sent: {failed.failure_sentence()}")
+                page.offer_unguarded(failed.reason)
+            else:
+                page.error.setText("Your message was not sent to the model. "
+                                   + verdict_sentence(verdict))
+
+    def _saw(self, verdict: dict[str, Any] | None) -> None:
+        self.page.chat_guard.saw(verdict)
+        self.page.show_guard_note()
 
     def _finished(self, cid: int | None) -> None:
         if cid is not None:
@@ -167,8 +197,9 @@ class ChatTurns(QObject):
     def _done(self) -> None:
         page = self.page
         self.worker = None
-        self._guard = None
+        self._streaming = False
         page.set_guard_status("")
+        page.show_guard_note()
         page.send_button.setEnabled(True)
         page.stop_button.setEnabled(False)
         page.prompt_watch.refresh()  # the meter counts the history the turn left

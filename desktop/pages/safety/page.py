@@ -1,5 +1,7 @@
-"""Safety page: the guard model and its version, which checks run, a block/warn/log policy per
-category (model-card names), fail-closed, and the audit log with export.
+"""Safety page: the guard model and its version, which checks run, what happens when the guard
+is unavailable (block or warn), whether answers show as they stream or once checked, the
+guard's time limit, a block/warn/log policy per category (model-card names), and the audit
+log with export.
 
 Everything is saved to ``settings.safety`` as it changes; the chat reads it for each turn.
 The guard test and the audit log's reading, export and clearing run through ``ctx.jobs.run``
@@ -9,7 +11,6 @@ The guard test and the audit log's reading, export and clearing run through ``ct
 from __future__ import annotations
 
 import copy
-import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -34,13 +36,19 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.errors import CorralError
 from core.prompts.guard import VERSIONS, guess_version
-from core.safety.verdict import ACTIONS, GuardVerdict, category_action, policy_key
+from core.safety.verdict import (
+    ACTIONS,
+    GuardVerdict,
+    category_action,
+    policy_key,
+    unavailable_action,
+)
 from desktop.context import AppContext, describe_error
 from desktop.jobs import Worker
 from desktop.layout import page_title, scrolling_column
 from desktop.pages.safety import jobs
+from desktop.pages.safety.jobs import audit_problem
 
 if TYPE_CHECKING:
     from core.safety.audit import AuditEntry
@@ -52,23 +60,11 @@ ACTION_LABELS = {"block": "Block", "warn": "Warn", "log": "Log only"}
 TEST_MESSAGE = "How do I bake a chocolate cake?"
 NO_CHECKS = ("No checks recorded yet. They appear here once a guard model checks a chat "
              "turn.")
-
-
-def audit_problem(exc: BaseException) -> str | None:
-    """Why the audit log failed, in words; None when ``exc`` is not a failure of the log.
-
-    Opening, reading or writing the log fails with OSError or sqlite3.Error when the disk or
-    the database does (AuditLog turns most of them into a CorralError). Anything else is a
-    bug: the caller shows it as one (ctx.show_error), and the log keeps its traceback.
-    """
-    if isinstance(exc, CorralError):
-        return exc.sentence()
-    if isinstance(exc, OSError):
-        where = f" ({exc.filename})" if exc.filename else ""
-        return f"{exc.strerror or exc}{where}."
-    if isinstance(exc, sqlite3.Error):
-        return f"the database failed: {exc}."
-    return None
+UNAVAILABLE_CHOICES = [("Block the message (fail closed)", "block"),
+                       ("Let it through with a warning", "warn")]
+ANSWER_CHOICES = [("Automatic: hold them while a category blocks", "auto"),
+                  ("Show them as they stream, check afterwards", "stream"),
+                  ("Hold them until the guard has checked them", "hold")]
 
 
 class SafetyPage(QWidget):
@@ -81,8 +77,9 @@ class SafetyPage(QWidget):
         s = ctx.settings.safety
         outer = QVBoxLayout(self)
         page_title(outer, "Safety")
-        intro = QLabel("A Llama Guard model checks each chat turn: your message before the chat "
-                       "model sees it, and the answer when it is complete.")
+        intro = QLabel("A Llama Guard model checks each chat turn: your message before anything "
+                       "else happens, document passages before they enter the prompt, and the "
+                       "answer once it stops.")
         intro.setWordWrap(True)
         outer.addWidget(intro)
         col = scrolling_column(outer)
@@ -160,19 +157,36 @@ class SafetyPage(QWidget):
         box = QGroupBox("What to check")
         lay = QVBoxLayout(box)
         self.check_input = QCheckBox("Your messages, before the chat model sees them")
-        self.check_output = QCheckBox("Answers, when they are complete")
+        self.check_output = QCheckBox("Answers, when they are complete or stop early")
         self.check_documents = QCheckBox("Document passages, before they enter a prompt")
-        self.fail_closed = QCheckBox("Block when the guard's answer is not understood "
-                                     "(fail closed)")
         self.scan_code = QCheckBox("Scan code blocks in answers for insecure patterns")
         self.audit = QCheckBox("Record every check in the audit log")
         for box_, value in ((self.check_input, s.check_input), (self.check_output, s.check_output),
                             (self.check_documents, s.check_documents),
-                            (self.fail_closed, s.fail_closed), (self.scan_code, s.scan_code),
-                            (self.audit, s.audit)):
+                            (self.scan_code, s.scan_code), (self.audit, s.audit)):
             box_.setChecked(value)
             box_.toggled.connect(self._save)
             lay.addWidget(box_)
+        form = QFormLayout()
+        self.when_unavailable = _choices(UNAVAILABLE_CHOICES, unavailable_action(s.when_unavailable))
+        self.when_unavailable.setToolTip(
+            "When the guard cannot be reached, times out, crashes, cannot record its check, or "
+            "answers something that is not understood. Blocked messages can still be sent one "
+            "at a time without the guard, from the Chat page.")
+        self.answers = _choices(ANSWER_CHOICES, s.answers)
+        self.timeout = QDoubleSpinBox()
+        self.timeout.setRange(1.0, 3600.0)
+        self.timeout.setDecimals(0)
+        self.timeout.setSuffix(" s")
+        self.timeout.setValue(s.timeout_s)
+        self.timeout.setToolTip("A check that takes longer counts as the guard being unavailable.")
+        for combo in (self.when_unavailable, self.answers):
+            combo.currentIndexChanged.connect(self._save)
+        self.timeout.valueChanged.connect(self._save)
+        form.addRow("When the guard is unavailable", self.when_unavailable)
+        form.addRow("Answers", self.answers)
+        form.addRow("Time limit per check", self.timeout)
+        lay.addLayout(form)
         return box
 
     def _policy_group(self) -> QGroupBox:
@@ -289,7 +303,9 @@ class SafetyPage(QWidget):
         s.check_input = self.check_input.isChecked()
         s.check_output = self.check_output.isChecked()
         s.check_documents = self.check_documents.isChecked()
-        s.fail_closed = self.fail_closed.isChecked()
+        s.when_unavailable = str(self.when_unavailable.currentData())
+        s.answers = str(self.answers.currentData())
+        s.timeout_s = float(self.timeout.value())
         s.scan_code = self.scan_code.isChecked()
         s.audit = self.audit.isChecked()
         for code, combo in self.action_boxes.items():
@@ -325,7 +341,10 @@ class SafetyPage(QWidget):
 
     def _tested(self, verdict: GuardVerdict) -> None:
         raw = verdict.raw.strip().replace("\n", " ⏎ ")
-        self.test_result.setText(f"{verdict.badge_text()} (the guard answered “{raw}”)")
+        text = f"{verdict.badge_text()} (the guard answered “{raw}”)"
+        if verdict.verdict == "unknown":
+            text += f". {verdict.explanation()}"
+        self.test_result.setText(text)
 
     def _test_failed(self, exc: BaseException) -> None:
         self.test_result.setText(describe_error(exc))
@@ -362,7 +381,7 @@ class SafetyPage(QWidget):
                 if column == 4 and e.categories:
                     item.setToolTip(self._category_names(e.version, e.categories))
                 if column == 3:
-                    item.setToolTip(e.raw)
+                    item.setToolTip("\n".join(t for t in (e.reason, e.raw) if t))
                 self.audit_table.setItem(row, column, item)
         self.audit_empty.setText(NO_CHECKS)
         self.audit_stack.setCurrentWidget(self.audit_table if entries else self.audit_empty)
@@ -417,3 +436,11 @@ class SafetyPage(QWidget):
     def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 - Qt's name
         super().showEvent(event)
         self.refresh_audit()
+
+
+def _choices(choices: list[tuple[str, str]], current: str) -> QComboBox:
+    combo = QComboBox()
+    for label, key in choices:
+        combo.addItem(label, key)
+    combo.setCurrentIndex(max(0, combo.findData(current)))
+    return combo

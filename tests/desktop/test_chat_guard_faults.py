@@ -1,0 +1,156 @@
+"""The fault table (tests/core/test_guard_faults.py) through the Chat page, as a user meets it:
+the guard cannot be built or cannot answer, so Send is blocked with a sentence that names the
+cause and the fix, the toolbar says the guard is unavailable, and "Send without the guard"
+sends that one message unchecked (the conversation and the audit log record it). With the
+setting on "warn" the message goes through, and the page says it was not checked."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from PySide6.QtCore import Qt
+
+from core.safety.audit import AuditLog
+from desktop.pages.chat.page import ChatPage
+from tests.core.test_guard_faults import FAULTS, Env, Fault
+from tests.desktop.chat_actions import WAIT, open_page, send
+from tests.desktop.test_chat_safety import badges, screenshot
+
+QUESTION = "How do I bake bread?"
+
+pytestmark = pytest.mark.ollama
+
+
+@pytest.fixture(scope="module")
+def guards(tmp_path_factory: pytest.TempPathFactory):
+    return tmp_path_factory.mktemp("guards")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def close_engines():
+    yield
+    from core.models.pool import close_all
+
+    close_all()
+
+
+def guarded_page(qtbot, ctx, fault: Fault, mode: str, ollama_server, guards, tmp_path,
+                 monkeypatch, tiny_gguf) -> tuple[ChatPage, Env]:
+    """The Chat page on the tiny GGUF with the guard of ``fault`` chosen, built and sabotaged
+    as the row says; "when the guard is unavailable" set to ``mode``. Keep the Env while the
+    page is used: it holds what the row holds (the lock on the audit log)."""
+    settings = ctx.settings
+    settings.ollama.host = ollama_server.host
+    settings.ollama.read_timeout = 10
+    s = settings.safety
+    s.enabled, s.when_unavailable, s.timeout_s = True, mode, 30.0
+    env = Env(settings, ollama_server, guards, tmp_path, monkeypatch, [])
+    fault.arrange(env)
+    page = open_page(qtbot, ctx, str(tiny_gguf))
+    page.params_form.max_tokens.setValue(4)
+    page.params_form.temperature.setValue(0.0)
+    qtbot.waitUntil(lambda: page.guard_built, timeout=WAIT)
+    if fault.sabotage is not None:
+        fault.sabotage(page.guard, env)
+    return page, env
+
+
+@pytest.mark.parametrize("name", list(FAULTS))
+def test_send_is_blocked_with_the_cause_and_the_fix(
+        name, qtbot, ctx, ollama_server, guards, tmp_path, monkeypatch, tiny_gguf,
+        caplog) -> None:
+    caplog.set_level(logging.WARNING, "corral.safety")
+    fault = FAULTS[name]
+    page, _env = guarded_page(qtbot, ctx, fault, "block", ollama_server, guards, tmp_path,
+                              monkeypatch, tiny_gguf)
+    if not fault.built:  # known before anything is sent: the toolbar says so already
+        assert page.guard_note.text() == "Guard unavailable: messages blocked"
+        assert fault.cause in page.guard_note.toolTip()
+    else:
+        assert page.guard_note.text().startswith("Guard: ")
+    send(qtbot, page, QUESTION)
+    [user] = page.store.messages(page.conversation_id)  # kept, not sent: no answer
+    assert user.verdict["verdict"] == fault.verdict and user.verdict["action"] == "block"
+    error = page.error.text()
+    assert fault.cause in error and (not fault.fix or fault.fix in error), error
+    assert "Not sent to the model." in page.transcript.toPlainText()
+    if fault.verdict == "unsafe":  # the guard answered: not a fault of the guard itself
+        assert error.startswith("Your message was not sent to the model.")
+        assert page.unguarded_button.isHidden()
+        assert page.guard_note.text().startswith("Guard: ")
+        return
+    assert error.startswith("Not sent: the safety guard could not check your message: "
+                            if fault.verdict == "unavailable"
+                            else "Not sent: the safety guard's answer was not understood: ")
+    assert page.unguarded_button.isVisible()
+    expected = ("Guard answer not understood" if fault.verdict == "unknown"
+                else "Guard unavailable: messages blocked")
+    assert page.guard_note.text() == expected
+    assert page.guard_note.objectName() == "errorText"
+
+
+@pytest.mark.parametrize("name", ["audit log damaged", "guard model missing", "server down",
+                                  "engine killed mid-answer", "'safe' and more text"])
+def test_send_without_the_guard_sends_that_one_message_and_records_it(
+        name, qtbot, ctx, ollama_server, guards, tmp_path, monkeypatch, tiny_gguf) -> None:
+    fault = FAULTS[name]
+    page, _env = guarded_page(qtbot, ctx, fault, "block", ollama_server, guards, tmp_path,
+                              monkeypatch, tiny_gguf)
+    send(qtbot, page, QUESTION)
+    reason = page.unguarded_reason
+    assert fault.cause in reason
+    screenshot(page, "chat-guard-unavailable-" + "-".join(name.replace("'", "").split()[:2]))
+    with qtbot.waitSignal(page.turn_done, timeout=WAIT):
+        qtbot.mouseClick(page.unguarded_button, Qt.MouseButton.LeftButton)
+    user, answer = page.store.messages(page.conversation_id)
+    assert answer.content and (user.unguarded, answer.unguarded) == (reason, reason)
+    assert badges(page) == [("user", "sent without the guard"),
+                            ("assistant", "sent without the guard")]
+    shown = page.transcript.toPlainText()
+    assert "You sent this message without the safety guard" in shown and answer.content in shown
+    assert "Not sent to the model." not in shown
+    assert page.error.text() == "" and page.unguarded_button.isHidden()
+    if not fault.audit_broken:
+        override = AuditLog().entries()[0]
+        assert override.reason == f"sent without the guard by the user's choice: {reason}"
+    # one message only: the next is checked (and blocked) again
+    send(qtbot, page, "And rye bread?")
+    assert page.store.messages(page.conversation_id)[-1].verdict["action"] == "block"
+    assert page.unguarded_button.isVisible()
+    ctx.jobs.wait_all()
+
+
+@pytest.mark.parametrize("name", ["audit log locked", "guard model damaged",
+                                  "server answers 500", "guard times out", "empty answer"])
+def test_with_warn_the_message_goes_through_marked_unchecked(
+        name, qtbot, ctx, ollama_server, guards, tmp_path, monkeypatch, tiny_gguf) -> None:
+    fault = FAULTS[name]
+    page, _env = guarded_page(qtbot, ctx, fault, "warn", ollama_server, guards, tmp_path,
+                              monkeypatch, tiny_gguf)
+    send(qtbot, page, QUESTION)
+    user, answer = page.store.messages(page.conversation_id)
+    assert answer.content and page.error.text() == "" and page.unguarded_button.isHidden()
+    assert [v["action"] for v in (user.verdict, answer.verdict)] == ["warn", "warn"]
+    assert all(text.startswith("warning · ") for _, text in badges(page)), badges(page)
+    shown = page.transcript.toPlainText()
+    assert shown.count("let it through with a warning when the guard cannot judge") == 2
+    assert answer.content in shown
+    assert page.guard_note.text() in ("Guard unavailable: warnings only",
+                                      "Guard answer not understood")
+    ctx.jobs.wait_all()
+
+
+def test_a_guard_that_works_again_clears_the_toolbar(
+        qtbot, ctx, ollama_server, guards, tmp_path, monkeypatch, tiny_gguf) -> None:
+    page, _env = guarded_page(qtbot, ctx, FAULTS["server answers 500"], "block",
+                              ollama_server, guards, tmp_path, monkeypatch, tiny_gguf)
+    for text in (QUESTION, "Please?"):  # the row makes the server fail twice
+        send(qtbot, page, text)
+        assert page.guard_note.text() == "Guard unavailable: messages blocked"
+    ollama_server.script_generate(["safe"])  # the server is well again
+    ollama_server.script_generate(["safe"])
+    send(qtbot, page, "And rye bread?")
+    assert page.guard_note.text() == "Guard: ollama:llama-guard3:8b"
+    assert page.guard_note.objectName() == "emptyState"
+    ctx.jobs.wait_all()
