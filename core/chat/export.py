@@ -1,4 +1,6 @@
-"""Export a stored conversation to Markdown (for people) or JSON (for programs)."""
+"""Export a stored conversation to Markdown (for people) or JSON (for programs). Both keep what
+the transcript says about a message: its guard verdict, a message sent without the guard (and
+why), and an answer's warning."""
 
 from __future__ import annotations
 
@@ -30,6 +32,11 @@ def stats_line(msg: ChatMessage) -> str:
     return " · ".join(parts)
 
 
+def _one_line(text: str) -> str:
+    """``text`` on one line, for a Markdown quote."""
+    return " ".join(text.split())
+
+
 def to_dict(store: HistoryStore, cid: int) -> dict[str, Any]:
     conv = store.conversation(cid)
     return {
@@ -53,7 +60,14 @@ def to_markdown(store: HistoryStore, cid: int) -> str:
     for msg in store.messages(cid):
         who = {"user": "You", "assistant": "Assistant"}.get(msg.role, msg.role.title())
         lines += [f"## {who}", "", msg.content.rstrip() or "*(empty)*", ""]
+        if msg.unguarded:  # the user's choice, for this turn, with why the guard was away
+            what = ("You sent this message" if msg.role == "user"
+                    else "This answer came to a message sent")
+            lines += [f"> {what} without the safety guard ({_one_line(msg.unguarded)}); "
+                      "it was not checked.", ""]
         if msg.role == "assistant":
+            if msg.warning:  # e.g. the server cut the prompt: said under the answer
+                lines += [f"> Warning: {_one_line(msg.warning)}", ""]
             line = stats_line(msg)
             if line:
                 lines += [f"<sub>{line}</sub>", ""]

@@ -212,8 +212,16 @@ class ChatSession:
         return self._turn(history, text, drop_oldest=drop_oldest, truncate_at=msg.position)
 
     def cancel(self) -> None:
-        """Stop the running answer at once; it keeps the text that came."""
+        """Stop what runs now, from any thread: the answer (it keeps the text that came), or
+        the guard's check (a guard with ``cancel()``). A stopped check never passes: stopped,
+        the check of the message (or of passages) ends the turn with Cancelled before anything
+        is stored or sent; that of the answer gives a verdict that blocks or warns as the
+        settings say for a guard that cannot judge. A check that starts after the cancel (that
+        of an answer stopped mid-stream) runs."""
         self.backend.cancel()
+        stop = getattr(self.guard, "cancel", None)
+        if callable(stop):
+            stop()
 
     def _ensure_conversation(self, title: str) -> Conversation:
         if self.conversation is None:

@@ -7,11 +7,19 @@ missing or damaged model file, an unknown version) is an UnavailableGuard, and a
 cannot run (server down, 404, 500, no answer in time, the engine killed mid-answer) or whose
 record cannot be written gives an "unavailable" verdict that names the cause and the fix; the
 user's setting then blocks (the default) or warns. Nothing of that kind ever reads as safe.
+
+A check can be stopped (the chat's Stop): its ``CheckCancel``, or ``GuardBase.cancel()`` for
+every check in flight. A stopped check is recorded as "unavailable" with a reason that says the
+user stopped it (``was_stopped``). Stopped, the check of the user's message or of passages
+raises CheckStopped (a Cancelled: the turn ends, nothing is sent); that of an answer gives the
+verdict, and the setting for an unavailable guard decides (block or warn): an answer whose
+check was stopped never reads as checked.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
@@ -29,24 +37,49 @@ from core.errors import (
 from core.prompts.guard import conversation_turns, guard_version, render_guard
 from core.safety.guard_backends import (
     MAX_ANSWER_TOKENS,
+    CheckCancel,
+    CheckStopped,
     EngineGuardBackend,
     GuardAnswer,
     GuardBackend,
     GuardTimeout,
     OllamaGuardBackend,
 )
-from core.safety.verdict import Direction, GuardVerdict, stricter
+from core.safety.verdict import COULD_NOT_RUN, Direction, GuardVerdict, stricter
 
 if TYPE_CHECKING:
     from core.config import Settings
     from core.safety.audit import AuditLog
 
-__all__ = ["MAX_ANSWER_TOKENS", "GuardAnswer", "GuardBackend", "GuardBase", "GuardService",
-           "GuardTimeout", "UnavailableGuard", "failure", "guard_from_settings"]
+__all__ = ["MAX_ANSWER_TOKENS", "STOPPED", "CheckCancel", "CheckStopped", "GuardAnswer",
+           "GuardBackend", "GuardBase", "GuardService", "GuardTimeout", "UnavailableGuard",
+           "failure", "guard_from_settings", "was_stopped"]
 
 log = logging.getLogger("corral.safety")
 
 CHOOSE_ANOTHER = "Choose another guard model on the Safety page."
+#: the cause a stopped check's verdict gives (after "the guard could not run: ")
+STOPPED = "you stopped the check before the guard answered"
+_AGAIN = {"input": "Send the message again to have it checked.",
+          "output": "Regenerate the answer to have it checked.",
+          "document": "Send again to have the passages checked."}
+
+
+_STOPPED_REASON = f"{COULD_NOT_RUN}: {STOPPED}"
+
+
+def was_stopped(verdict: Mapping[str, object] | None) -> bool:
+    """The verdict (a dict) of a check the user stopped (not a failure of the guard)."""
+    v = verdict or {}
+    return v.get("verdict") == "unavailable" and v.get("reason") == _STOPPED_REASON
+
+
+def _unless_stopped(verdict: GuardVerdict) -> GuardVerdict:
+    """A stopped check of the user's message or of passages stops the turn (CheckStopped):
+    nothing is sent, whatever the setting for an unavailable guard would let through."""
+    if verdict.verdict == "unavailable" and verdict.reason == _STOPPED_REASON:
+        raise CheckStopped()
+    return verdict
 
 
 def failure(exc: BaseException) -> tuple[str, str]:
@@ -83,40 +116,55 @@ class GuardBase:
         self.audit = audit
         self.check_inputs = check_inputs
         self.check_outputs = check_outputs
+        self._lock = threading.Lock()
+        self._in_flight: set[CheckCancel] = set()
 
     def check(self, messages: Iterable[Mapping[str, str]], check: str | None = None, *,
               direction: Direction | None = None, conversation_id: str = "",
-              raise_errors: bool = False) -> GuardVerdict:
+              raise_errors: bool = False, cancel: CheckCancel | None = None) -> GuardVerdict:
         raise NotImplementedError
 
-    def check_input(self, messages: Iterable[Mapping[str, str]], *,
-                    conversation_id: str = "") -> GuardVerdict:
+    def cancel(self) -> None:
+        """Stop every check of this guard that is running now (from any thread); each gives
+        a verdict that says it was stopped. Checks started later are not affected."""
+        with self._lock:
+            running = list(self._in_flight)
+        for token in running:
+            token.cancel()
+
+    def check_input(self, messages: Iterable[Mapping[str, str]], *, conversation_id: str = "",
+                    cancel: CheckCancel | None = None) -> GuardVerdict:
         """The user's latest message, before the chat model sees it."""
         if not self.check_inputs:
             return self._skipped("input", "checks of your messages are off")
         msgs = _until_last_user(messages)
-        return self.check(msgs, "user", direction="input", conversation_id=conversation_id)
+        return _unless_stopped(self.check(msgs, "user", direction="input",
+                                          conversation_id=conversation_id, cancel=cancel))
 
-    def check_output(self, messages: Iterable[Mapping[str, str]], *,
-                     conversation_id: str = "") -> GuardVerdict:
+    def check_output(self, messages: Iterable[Mapping[str, str]], *, conversation_id: str = "",
+                     cancel: CheckCancel | None = None) -> GuardVerdict:
         """The answer (the last assistant message, whole or partial) in its conversation."""
         if not self.check_outputs:
             return self._skipped("output", "checks of answers are off")
-        return self.check(messages, "agent", direction="output", conversation_id=conversation_id)
+        return self.check(messages, "agent", direction="output", conversation_id=conversation_id,
+                          cancel=cancel)
 
-    def check_documents(self, chunks: Iterable[str], *,
-                        conversation_id: str = "") -> list[GuardVerdict]:
+    def check_documents(self, chunks: Iterable[str], *, conversation_id: str = "",
+                        cancel: CheckCancel | None = None) -> list[GuardVerdict]:
         """Retrieved passages, judged as if a user had written them, in one guard call. Only
         when that call flags them is each passage judged on its own, to tell which."""
         texts = [str(c) for c in chunks]
         if not texts:
             return []
-        together = self.check([{"role": "user", "content": "\n\n".join(texts)}], "user",
-                              direction="document", conversation_id=conversation_id)
+        together = _unless_stopped(self.check(
+            [{"role": "user", "content": "\n\n".join(texts)}], "user", direction="document",
+            conversation_id=conversation_id, cancel=cancel))
         if len(texts) == 1 or together.verdict not in ("unsafe", "unknown"):
             return [together] * len(texts)
-        return [self.check([{"role": "user", "content": t}], "user", direction="document",
-                           conversation_id=conversation_id) for t in texts]
+        return [_unless_stopped(self.check([{"role": "user", "content": t}], "user",
+                                           direction="document",
+                                           conversation_id=conversation_id, cancel=cancel))
+                for t in texts]
 
     def record_override(self, reason: str, conversation_id: str = "") -> bool:
         """Record that the user chose to send a message without the guard (``reason``: why it
@@ -142,8 +190,18 @@ class GuardBase:
                                         guard_model=self.guard_model, version=self.version_key,
                                         direction=direction, elapsed_s=elapsed_s)
 
+    def _stopped(self, direction: Direction, elapsed_s: float = 0.0) -> GuardVerdict:
+        """A check the user stopped: not checked, and the setting for an unavailable guard
+        decides (fail closed), with what to do to have it checked."""
+        return GuardVerdict.unavailable(STOPPED, hint=_AGAIN.get(direction, ""),
+                                        when_unavailable=self.when_unavailable,
+                                        guard_model=self.guard_model, version=self.version_key,
+                                        direction=direction, elapsed_s=elapsed_s)
+
     def _record(self, verdict: GuardVerdict, conversation_id: str) -> GuardVerdict:
-        if verdict.verdict == "unavailable":
+        if verdict.reason == _STOPPED_REASON:
+            log.info("guard check stopped by the user (%s check)", verdict.direction)
+        elif verdict.verdict == "unavailable":
             log.warning("guard unavailable (%s check): %s", verdict.direction, verdict.reason)
         elif verdict.verdict == "unknown":
             log.warning("guard answer not understood (%s check): %r", verdict.direction,
@@ -254,22 +312,33 @@ class GuardService(GuardBase):
 
     def check(self, messages: Iterable[Mapping[str, str]], check: str | None = None, *,
               direction: Direction | None = None, conversation_id: str = "",
-              raise_errors: bool = False) -> GuardVerdict:
+              raise_errors: bool = False, cancel: CheckCancel | None = None) -> GuardVerdict:
         """Classify the last message of ``messages``. With ``raise_errors`` False a guard that
-        cannot run gives an 'unavailable' verdict that says why (and the setting decides)."""
+        cannot run gives an 'unavailable' verdict that says why (and the setting decides).
+        ``cancel`` (or ``self.cancel()``) stops it: the verdict then says it was stopped."""
         msgs = [dict(m) for m in messages]
         started = time.perf_counter()
+        token = cancel or CheckCancel()
+        with self._lock:
+            self._in_flight.add(token)
         try:
+            if token.cancelled:
+                raise CheckStopped()
             _, role = conversation_turns(msgs, check)
             direction = direction or ("input" if role == "user" else "output")
             prompt = render_guard(msgs, self.version, role)
-            answer = self.backend.answer(prompt, msgs, role)
+            answer = self.backend.answer(prompt, msgs, role, cancel=token)
         except Exception as exc:  # fail by the setting, never by crashing the chat turn
             if raise_errors:
                 raise
-            if not isinstance(exc, CorralError):
-                log.exception("unexpected error in a guard check")
-            verdict = self._unavailable(direction or "input", exc, time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            if token.cancelled and not isinstance(exc, GuardTimeout):
+                # stopped: whatever the cut request then raised, the user stopped it
+                verdict = self._stopped(direction or "input", elapsed)
+            else:
+                if not isinstance(exc, CorralError):
+                    log.exception("unexpected error in a guard check")
+                verdict = self._unavailable(direction or "input", exc, elapsed)
         else:
             verdict = GuardVerdict.from_answer(
                 answer.raw, version=self.version.key, policy=self.policy,
@@ -277,6 +346,9 @@ class GuardService(GuardBase):
                 direction=direction, probability=answer.probability,
                 elapsed_s=time.perf_counter() - started,
             )
+        finally:
+            with self._lock:
+                self._in_flight.discard(token)
         return self._record(verdict, conversation_id)
 
 
@@ -310,7 +382,7 @@ class UnavailableGuard(GuardBase):
 
     def check(self, messages: Iterable[Mapping[str, str]], check: str | None = None, *,
               direction: Direction | None = None, conversation_id: str = "",
-              raise_errors: bool = False) -> GuardVerdict:
+              raise_errors: bool = False, cancel: CheckCancel | None = None) -> GuardVerdict:
         if raise_errors:
             raise self.problem
         if direction is None:
@@ -318,8 +390,8 @@ class UnavailableGuard(GuardBase):
             direction = "output" if last and last[0].get("role") == "assistant" else "input"
         return self._record(self._unavailable(direction, self.problem), conversation_id)
 
-    def check_documents(self, chunks: Iterable[str], *,
-                        conversation_id: str = "") -> list[GuardVerdict]:
+    def check_documents(self, chunks: Iterable[str], *, conversation_id: str = "",
+                        cancel: CheckCancel | None = None) -> list[GuardVerdict]:
         texts = list(chunks)
         if not texts:
             return []

@@ -1,18 +1,22 @@
 """The two ways a guard model runs: in the llama.cpp engine child (exact token ids) and through
 an Ollama server. Each reads the guard's whole answer, greedily, up to its end of turn or
-MAX_ANSWER_TOKENS, within a time limit; what it read is judged by the strict parser."""
+MAX_ANSWER_TOKENS, within a time limit; what it read is judged by the strict parser.
+
+A check can be stopped from another thread (the chat's Stop) with its ``CheckCancel``: the
+engine child aborts the request, the Ollama stream is cut, and ``answer`` raises
+``CheckStopped``, which the guard turns into a verdict that says the check did not finish."""
 
 from __future__ import annotations
 
 import logging
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from core.errors import CorralError, PromptFormatError
+from core.errors import Cancelled, CorralError, PromptFormatError
 from core.prompts.base import RenderedPrompt
 from core.prompts.guard import (
     GuardVersion,
@@ -22,6 +26,9 @@ from core.prompts.guard import (
     ollama_template,
     render_guard,
 )
+
+if TYPE_CHECKING:
+    from core.models.engine import CancelToken
 
 log = logging.getLogger("corral.safety")
 
@@ -39,6 +46,51 @@ class GuardTimeout(CorralError):
         self.partial = partial
 
 
+class CheckStopped(Cancelled):
+    """The check was stopped (its ``CheckCancel``) before the guard finished its answer."""
+
+    def __init__(self, *, partial: str = "") -> None:
+        super().__init__("the guard's check was stopped before it answered", partial=partial)
+
+
+class CheckCancel:
+    """Stops one guard check from any thread: ``cancel()`` runs the hooks the running backend
+    registered (abort the engine request, cut the Ollama stream). One token per check; a
+    token cancelled before its check starts stops it at once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cancelled = False
+        self._hooks: list[Callable[[], object]] = []
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            hooks, self._hooks = self._hooks, []
+        for hook in hooks:
+            hook()
+
+    def on_cancel(self, hook: Callable[[], object]) -> Callable[[], None]:
+        """Run ``hook`` when cancelled (now, if it already is); returns what unregisters it."""
+        with self._lock:
+            run_now = self._cancelled
+            if not run_now:
+                self._hooks.append(hook)
+        if run_now:
+            hook()
+
+        def forget() -> None:
+            with self._lock:
+                if hook in self._hooks:
+                    self._hooks.remove(hook)
+
+        return forget
+
+
 @dataclass
 class GuardAnswer:
     raw: str
@@ -46,12 +98,13 @@ class GuardAnswer:
 
 
 class GuardBackend(Protocol):
-    """Runs one guard model: prompt in, the model's whole answer out."""
+    """Runs one guard model: prompt in, the model's whole answer out. ``cancel`` stops it
+    (it then raises CheckStopped)."""
 
     description: str
 
     def answer(self, prompt: RenderedPrompt, messages: Sequence[Mapping[str, str]],
-               check: str) -> GuardAnswer: ...
+               check: str, *, cancel: CheckCancel | None = None) -> GuardAnswer: ...
 
 
 # --- llama.cpp ------------------------------------------------------------------------------
@@ -93,13 +146,15 @@ class EngineGuardBackend:
             self._candidates = (sorted(found["safe"] - both), sorted(found["unsafe"] - both))
         return self._candidates
 
-    def _probability(self, ids: list[int], cancel: Any) -> float | None:
+    def _probability(self, ids: list[int], cancel: CancelToken) -> float | None:
         """P(first answer token is 'unsafe'), shown beside the verdict; never decides it."""
         safe_ids, unsafe_ids = self._first_token_ids()
         if not safe_ids or not unsafe_ids:
             return None
         try:
             probs = self.engine.next_token_probs(ids, safe_ids + unsafe_ids, cancel=cancel)
+        except Cancelled:
+            raise  # stopped, or past the time limit: the caller says which
         except CorralError as exc:  # the verdict does not depend on it
             log.warning("no unsafe probability from the guard: %s", exc)
             return None
@@ -140,16 +195,41 @@ class EngineGuardBackend:
         return ids
 
     def answer(self, prompt: RenderedPrompt, messages: Sequence[Mapping[str, str]],
-               check: str) -> GuardAnswer:
+               check: str, *, cancel: CheckCancel | None = None) -> GuardAnswer:
         from core.models.engine import CancelToken
 
-        ids = self._fit(prompt, messages, check)  # loads the model first: not timed
-        ends = self._end_ids()
+        # One engine token for the load, the probability and the answer: the time limit and
+        # a Stop (``cancel``) both cancel it; which of them did is known by ``expired``.
         token = CancelToken()
-        timer = threading.Timer(self.timeout_s, token.cancel)
+        stop = cancel or CheckCancel()
+        forget = stop.on_cancel(token.cancel)
+        try:
+            try:
+                self.engine.load(cancel=token)  # not timed: a big guard loads for a while
+            except Cancelled:
+                if stop.cancelled:
+                    raise CheckStopped() from None
+                raise
+            return self._answer(prompt, messages, check, token, stop)
+        finally:
+            forget()
+
+    def _answer(self, prompt: RenderedPrompt, messages: Sequence[Mapping[str, str]],
+                check: str, token: CancelToken, stop: CheckCancel) -> GuardAnswer:
+        ids = self._fit(prompt, messages, check)
+        ends = self._end_ids()
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            token.cancel()
+
+        timer = threading.Timer(self.timeout_s, expire)
         timer.daemon = True
         timer.start()
         text, finish = "", None
+        lead: list[int] = []
+        probability = None
         try:
             # The probability first: the generation after it reuses llama.cpp's cache of the
             # same prompt instead of evaluating it twice.
@@ -163,11 +243,15 @@ class EngineGuardBackend:
                     finish = event.finish_reason
                 else:
                     text += event.text
+        except Cancelled:
+            finish = "cancelled"
         finally:
             timer.cancel()
         if finish == "cancelled":
-            if token.cancelled:
+            if expired.is_set():
                 raise GuardTimeout(self.timeout_s, partial=text)
+            if stop.cancelled:
+                raise CheckStopped(partial=text)
             raise CorralError("the guard's check was stopped before it answered")
         expected_lead = "\n\n" if lead else ""
         if text[: len(text) - len(text.lstrip())].rstrip(" ") != expected_lead:
@@ -221,6 +305,7 @@ class OllamaGuardBackend:
         self.keep_alive = keep_alive
         self.description = f"{model} (Ollama, {self.mode})"
         self._fixed: str | None = None
+        self._threads = threading.local()
 
     def fixed_model_name(self) -> str:
         repo, _, tag = self.model.rpartition(":") if ":" in self.model else (self.model, "", "")
@@ -237,22 +322,49 @@ class OllamaGuardBackend:
             self._fixed = name
         return self._fixed
 
+    def _own_client(self) -> Any:
+        """This thread's client, for stoppable checks: a Stop cuts the streams of one client,
+        so it cuts this check's and no other's (the guard is shared: a passage check may run
+        beside a turn's). A thread runs one check at a time."""
+        from core.models.ollama_client import OllamaClient
+
+        c = self.client
+        if not isinstance(c, OllamaClient):
+            return c
+        own = getattr(self._threads, "client", None)
+        if own is None:
+            own = self._threads.client = OllamaClient(c.host, c.connect_timeout,
+                                                      c.read_timeout)
+        return own
+
     def answer(self, prompt: RenderedPrompt, messages: Sequence[Mapping[str, str]],
-               check: str) -> GuardAnswer:
+               check: str, *, cancel: CheckCancel | None = None) -> GuardAnswer:
+        if cancel is not None and cancel.cancelled:
+            raise CheckStopped()
         # logprobs: newer servers send them (older ones ignore the fields).
         extra: dict[str, Any] = {"keep_alive": self.keep_alive, "logprobs": True,
                                  "top_logprobs": 5}
-        if self.mode == "template":
-            model = self.ensure_template()
-            chunks = self.client.chat(model, ollama_messages(messages, check),
-                                      options=self.OPTIONS, **extra)
-        else:
-            assert prompt.raw is not None
-            chunks = self.client.generate_raw(self.model, prompt.raw, options=self.OPTIONS,
-                                              **extra)
+        model = self.ensure_template() if self.mode == "template" else self.model
+        client = self._own_client() if cancel is not None else self.client
+        forget = cancel.on_cancel(client.cancel) if cancel is not None else None
         text = ""
         logprobs: list[Any] = []
-        for chunk in chunks:
-            text += chunk.text
-            logprobs.extend(getattr(chunk, "logprobs", None) or [])
+        try:
+            if self.mode == "template":
+                chunks = client.chat(model, ollama_messages(messages, check),
+                                     options=self.OPTIONS, **extra)
+            else:
+                assert prompt.raw is not None
+                chunks = client.generate_raw(self.model, prompt.raw, options=self.OPTIONS,
+                                             **extra)
+            for chunk in chunks:
+                text += chunk.text
+                logprobs.extend(getattr(chunk, "logprobs", None) or [])
+        except CorralError as exc:
+            if cancel is not None and cancel.cancelled:  # the cut stream ends as it can
+                raise CheckStopped(partial=text) from exc
+            raise
+        finally:
+            if forget is not None:
+                forget()
         return GuardAnswer(text, _logprob_probability(logprobs) if logprobs else None)

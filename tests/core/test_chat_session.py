@@ -336,3 +336,27 @@ def test_cli_chat_streams_and_saves(tiny_gguf, capsys) -> None:
     assert out["completion_tokens"] == 5 and len(store.conversations()) == 1
     assert main(["chat", "ollama:nothing", "hi"]) == 1
     assert "Ollama" in capsys.readouterr().err
+
+
+def test_exports_say_what_was_sent_without_the_guard_and_an_answer_warning() -> None:
+    store = HistoryStore()
+    conv = store.create_conversation(title="Bread", model="tiny", format="llama2")
+    why = "the guard could not run: Ollama is not running at http://127.0.0.1:11434"
+    store.add_message(conv.id, "user", "How do I bake bread?", unguarded=why)
+    answer = store.add_message(conv.id, "assistant", "With flour.", model="tiny", unguarded=why)
+    cut = "Ollama cut the prompt to fit its context:\nthe start was left out."
+    store.update_message(answer.id, warning=cut, completion_tokens=3)
+    store.add_message(conv.id, "user", "And rye?")  # checked as usual: nothing to say
+    md = to_markdown(store, conv.id)
+    you, assistant, again = md.split("## ")[1:]
+    assert ("> You sent this message without the safety guard (the guard could not run: "
+            "Ollama is not running at http://127.0.0.1:11434); it was not checked.") in you
+    assert "> This answer came to a message sent without the safety guard (" in assistant
+    assert ("> Warning: Ollama cut the prompt to fit its context: the start was left out."
+            in assistant)
+    assert assistant.index("With flour.") < assistant.index("> Warning:") < assistant.index(
+        "3 tokens")  # under the answer, before its stats, as the transcript shows it
+    assert "without the safety guard" not in again and "Warning" not in again
+    user, reply, _ = json.loads(to_json(store, conv.id))["messages"]
+    assert (user["unguarded"], reply["unguarded"], reply["warning"]) == (why, why, cut)
+    assert user["warning"] == ""

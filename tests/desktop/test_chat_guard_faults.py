@@ -2,18 +2,32 @@
 the guard cannot be built or cannot answer, so Send is blocked with a sentence that names the
 cause and the fix, the toolbar says the guard is unavailable, and "Send without the guard"
 sends that one message unchecked (the conversation and the audit log record it). With the
-setting on "warn" the message goes through, and the page says it was not checked."""
+setting on "warn" the message goes through, and the page says it was not checked. Stop stops a
+check that does not end by itself, on llama.cpp and through Ollama."""
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from PySide6.QtCore import Qt
 
 from core.safety.audit import AuditLog
+from core.safety.guard import STOPPED, was_stopped
 from desktop.pages.chat.page import ChatPage
-from tests.core.test_guard_faults import FAULTS, Env, Fault
+from tests.core.test_guard_faults import (
+    FAULTS,
+    Env,
+    Fault,
+    _wrap_generate,
+    gguf_guard,
+    ollama_guard,
+)
 from tests.desktop.chat_actions import WAIT, open_page, send
 from tests.desktop.test_chat_safety import badges, screenshot
 
@@ -153,4 +167,91 @@ def test_a_guard_that_works_again_clears_the_toolbar(
     send(qtbot, page, "And rye bread?")
     assert page.guard_note.text() == "Guard: ollama:llama-guard3:8b"
     assert page.guard_note.objectName() == "emptyState"
+    ctx.jobs.wait_all()
+
+
+# --- Stop during a check ------------------------------------------------------------------------
+
+
+def stall_ollama(direction: str) -> Callable[[Env], None]:
+    """The guard through the loopback Ollama; the check of ``direction`` gets no answer (the
+    server holds the request until the client hangs up)."""
+    def arrange(env: Env) -> None:
+        ollama_guard(env)
+        if direction == "output":
+            env.server.script_generate(["safe"])  # the message is checked
+        env.server.script_generate([], hold=True)
+    return arrange
+
+
+def stall_engine(direction: str) -> Callable[[Env], None]:
+    def arrange(env: Env) -> None:
+        gguf_guard("safe")(env)
+        env.settings.safety.check_input = direction == "input"
+    return arrange
+
+
+def freeze(stalled: threading.Event) -> Callable[[Any, Env], None]:
+    """SIGSTOP of the guard's engine child as the check asks for its answer."""
+    def sabotage(guard: Any, env: Env) -> None:
+        def stop(engine: Any, event: Any) -> None:
+            if event is None and engine.pid is not None and not stalled.is_set():
+                os.kill(engine.pid, signal.SIGSTOP)
+                stalled.set()
+
+        _wrap_generate(guard, env.monkeypatch, stop)
+    return sabotage
+
+
+@pytest.mark.parametrize("direction", ["input", "output"])
+@pytest.mark.parametrize("runner", ["Ollama", "llama.cpp"])
+def test_stop_stops_a_running_check(runner, direction, qtbot, ctx, ollama_server, guards,
+                                    tmp_path, monkeypatch, tiny_gguf) -> None:
+    """The guard's check does not end by itself (the time limit is 30 s away); Stop ends it,
+    and the turn with it: stopped during the check of the message, nothing is stored or sent
+    and the message stays in the box; during that of the answer, the answer is kept hidden,
+    not checked. The toolbar still says the guard works: the user stopped it."""
+    stalled = threading.Event()
+    if runner == "Ollama":
+        fault = Fault(stall_ollama(direction), "unavailable", "")
+
+        def running() -> bool:
+            calls = len(ollama_server.requests_to("/api/generate"))
+            return calls == (2 if direction == "output" else 1)
+    else:
+        fault = Fault(stall_engine(direction), "unavailable", "", sabotage=freeze(stalled))
+        running = stalled.is_set
+    page, _env = guarded_page(qtbot, ctx, fault, "block", ollama_server, guards, tmp_path,
+                              monkeypatch, tiny_gguf)
+    page.input.setPlainText(QUESTION)
+    checking = "Checking your message" if direction == "input" else "Checking the answer"
+    with qtbot.waitSignal(page.turn_done, timeout=WAIT):
+        qtbot.mouseClick(page.send_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: checking in page.guard_status.text() and running(),
+                        timeout=WAIT)
+        assert not ollama_server.hung_up.is_set()  # the check runs, nobody left it
+        screenshot(page, f"chat-guard-stop-{direction}-{runner.replace('.', '')}")
+        qtbot.mouseClick(page.stop_button, Qt.MouseButton.LeftButton)
+    if runner == "Ollama":
+        assert ollama_server.hung_up.wait(30)  # Stop cut the check's request
+    [entry, *_] = AuditLog().entries()
+    assert (entry.direction, entry.verdict) == (direction, "unavailable")
+    assert entry.reason.endswith(STOPPED)  # stopped, not timed out
+    assert page.error.text() == "" and page.unguarded_button.isHidden()
+    assert page.guard_note.text().startswith("Guard: ")  # the guard did not fail
+    assert page.guard_status.isHidden() and page.send_button.isEnabled()
+    if direction == "input":
+        assert page.conversation_id is None or not page.store.messages(page.conversation_id)
+        assert page.input.toPlainText() == QUESTION  # nothing is lost: send it again
+        assert QUESTION not in page.transcript.toPlainText()
+        return
+    user, answer = page.store.messages(page.conversation_id)
+    assert answer.content and was_stopped(answer.verdict)
+    assert answer.verdict["action"] == "block"  # as the setting says for a guard that fails
+    assert badges(page)[-1] == ("assistant", "not checked: the guard could not run")
+    shown = page.transcript.toPlainText()
+    assert "This answer is hidden." in shown and STOPPED in shown
+    assert "Regenerate the answer to have it checked." in shown
+    assert answer.content not in shown  # never shown as if it had been checked
+    screenshot(page, f"chat-guard-stopped-output-{runner.replace('.', '')}")
     ctx.jobs.wait_all()

@@ -210,18 +210,22 @@ def test_code_in_answers_shows_its_findings(qtbot, ctx, guarded) -> None:
     server.script_generate(["safe"])
     send(qtbot, page, "Write a calculator in Python.")
     msgs = page.store.messages(page.conversation_id)
+    # the scan runs in a job once the answer is in; its findings then show under the block
+    qtbot.waitUntil(lambda: bool(page.transcript.findings), timeout=WAIT)
     [(key, findings)] = page.transcript.findings.items()
     assert key == (msgs[-1].id, 0)
-    assert [(f.line, f.language) for f in findings][:1] == [(2, "python")]
+    assert [(f.line, f.language, f.cwe) for f in findings][:1] == [(2, "python", "CWE-94")]
     shown = page.transcript.toPlainText()
     assert "Possible security problems in this code" in shown
-    assert "line 2" in shown and findings[0].why in shown
+    assert f"line 2: code injection (CWE-94 · rule {findings[0].rule_id} · warning)" in shown
+    assert findings[0].why in shown
     # the user turns the scan off on the Safety page: the findings go away
     safety = SafetyPage(ctx)
     qtbot.addWidget(safety)
     safety.scan_code.setChecked(False)
     assert page.transcript.findings == {}
-    assert "Possible security problems" not in page.transcript.toPlainText()
+    shown = page.transcript.toPlainText()
+    assert "Possible security problems" not in shown and "Code scan" not in shown
 
 
 # --- through llama.cpp ----------------------------------------------------------------------

@@ -1,26 +1,33 @@
 """The Chat page's safety guard: built from the settings in a worker (again only when what it
-depends on changes), wrapped for each turn so the page can say when a check is running, and
-what the toolbar says about it - always the truth: off, on, or unavailable and why."""
+depends on changes), wrapped for each turn so the page can say when a check is running and
+Stop can stop it, and what the toolbar says about it - always the truth: off, on, or
+unavailable and why."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from core.chat.hooks import Verdict
     from core.config import Settings
-    from core.safety.guard import GuardBase
+    from core.safety.guard import CheckCancel, GuardBase
     from desktop.jobs import Job
 
 
 class TurnGuard:
     """The guard for one turn, called by the session in the worker: it sends the page the
     text still held back (``flush``), says a check starts (a partial ``("checking",
-    direction, 0)``), then runs the check. Stop during the input or passage check ends the
-    turn before anything is stored (the job's Cancelled).
+    direction, 0)``), then runs the check.
+
+    Stop (``cancel``, through ``ChatSession.cancel``) stops the check that runs now. Stopped
+    during (or before) the check of the message or of passages, the turn ends before anything
+    is stored or sent (Cancelled). The check of an answer runs also after a Stop that ended
+    its stream (the partial answer is checked); a Stop during that check ends it, and the
+    answer's verdict says it was not checked (blocked or warned as the settings say).
 
     It is the session's ``core.chat.hooks.Guard``. Its verdicts are GuardVerdicts, which the
     ``Verdict`` protocol only reads; the casts say so, since that protocol declares its members
@@ -31,10 +38,36 @@ class TurnGuard:
         self.guard = guard
         self.job = job
         self.flush = flush
+        self._lock = threading.Lock()
+        self._running: CheckCancel | None = None
 
     @property
     def check_outputs(self) -> bool:
         return self.guard.check_outputs
+
+    def cancel(self) -> None:
+        """Stop the check that runs now (any thread); a check started later is not stopped."""
+        with self._lock:
+            running = self._running
+        if running is not None:
+            running.cancel()
+
+    @contextmanager
+    def _check(self, *, stop_if_cancelled: bool) -> Iterator[CheckCancel]:
+        """The stop token of one check, known to ``cancel`` while it runs. A Stop that came
+        just before it (``stop_if_cancelled``) stops it at once."""
+        from core.safety.guard import CheckCancel
+
+        token = CheckCancel()
+        with self._lock:
+            self._running = token
+        if stop_if_cancelled and self.job.cancelled:
+            token.cancel()
+        try:
+            yield token
+        finally:
+            with self._lock:
+                self._running = None
 
     def _announce(self, direction: str, on: bool) -> None:
         if self.flush is not None:
@@ -44,21 +77,29 @@ class TurnGuard:
 
     def check_input(self, messages: list[dict[str, str]], *,
                     conversation_id: str = "") -> Verdict:
+        self.job.check()  # Stop before the check: nothing is stored or sent
         self._announce("input", self.guard.check_inputs)
-        verdict = self.guard.check_input(messages, conversation_id=conversation_id)
+        with self._check(stop_if_cancelled=True) as token:
+            verdict = self.guard.check_input(messages, conversation_id=conversation_id,
+                                             cancel=token)
         self.job.check()
         return cast("Verdict", verdict)
 
     def check_output(self, messages: list[dict[str, str]], *,
                      conversation_id: str = "") -> Verdict:
         self._announce("output", self.guard.check_outputs)
-        return cast("Verdict", self.guard.check_output(messages,
-                                                       conversation_id=conversation_id))
+        with self._check(stop_if_cancelled=False) as token:
+            verdict = self.guard.check_output(messages, conversation_id=conversation_id,
+                                              cancel=token)
+        return cast("Verdict", verdict)
 
     def check_documents(self, chunks: Sequence[str], *,
                         conversation_id: str = "") -> Sequence[Verdict]:
+        self.job.check()
         self._announce("documents", True)
-        verdicts = self.guard.check_documents(chunks, conversation_id=conversation_id)
+        with self._check(stop_if_cancelled=True) as token:
+            verdicts = self.guard.check_documents(chunks, conversation_id=conversation_id,
+                                                  cancel=token)
         self.job.check()
         return cast("list[Verdict]", verdicts)
 
@@ -111,7 +152,11 @@ class ChatGuard:
 
     def saw(self, verdict: Mapping[str, Any] | None) -> None:
         """A verdict of a turn (GUI thread): a guard that could not judge, or one that did."""
+        from core.safety.guard import was_stopped
+
         kind = (verdict or {}).get("verdict")
+        if was_stopped(verdict):  # the user stopped the check: the guard did not fail
+            return
         if kind in ("unavailable", "unknown"):
             self.failed = dict(verdict or {})
         elif kind in ("safe", "unsafe"):

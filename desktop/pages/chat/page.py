@@ -6,9 +6,10 @@ context's runner (their bodies in jobs.py beside this module); a turn's events a
 turns.py, where the streamed text arrives in batches of ~30 ms and is appended, never
 re-rendered. The safety guard is built from the settings in a worker (again when they change)
 and given to every turn; each message then shows its verdict badge, and answers their
-code-scan findings. The toolbar says whether the guard works; when it cannot check a message,
-the message is blocked (or warned, as the settings say) and "Send without the guard" offers to
-send that one message unchecked. The page's pieces live beside it in this package.
+code-scan findings (a job per answer, scans.py). The toolbar says whether the guard works;
+when it cannot check a message, the message is blocked (or warned, as the settings say) and
+"Send without the guard" offers to send that one message unchecked; Stop also stops a check
+that runs. The page's pieces live beside it in this package.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from desktop.pages.chat.guard import ChatGuard
 from desktop.pages.chat.history import ConversationList
 from desktop.pages.chat.jobs import build_guard_job, open_model_job
 from desktop.pages.chat.panels import ContextMeter, Draft, PromptInspector, PromptWatch
+from desktop.pages.chat.scans import AnswerScans
 from desktop.pages.chat.sources import (
     NO_KB_CHOSEN,
     KbChooser,
@@ -88,6 +90,9 @@ class ChatPage(QWidget):
         self.transcript = TranscriptView()
         self.transcript.action.connect(self._on_action)
         self.transcript.scan_code = bool(self.ctx.settings.safety.scan_code)
+        self.scans = AnswerScans(self.ctx.jobs, self)  # one job per answer with code
+        self.transcript.scans = self.scans
+        self.scans.scanned.connect(self._code_scanned)
         self.guard_status = QLabel("")
         self.guard_status.setObjectName("emptyState")
         self.guard_status.setVisible(False)
@@ -211,8 +216,16 @@ class ChatPage(QWidget):
         scan = bool(self.ctx.settings.safety.scan_code)
         if scan != self.transcript.scan_code:
             self.transcript.scan_code = scan
+            if not scan:
+                self.scans.drop_all()
             if not self.turns.running:  # a running turn re-renders when it ends
                 self.show_conversation()
+
+    def _code_scanned(self, message_id: int) -> None:
+        """An answer's code scan has come: show it where the reader is (a running turn shows
+        it when it ends; an answer no longer shown, when it is shown again)."""
+        if not self.turns.running and message_id in self.transcript.shown_ids:
+            self.show_conversation(keep_place=True)
 
     @property
     def guard(self) -> GuardBase | None:
@@ -259,13 +272,14 @@ class ChatPage(QWidget):
     def refresh_list(self) -> None:
         self.conversations.refresh(self.conversation_id)
 
-    def show_conversation(self, upto_position: int | None = None) -> None:
+    def show_conversation(self, upto_position: int | None = None, *,
+                          keep_place: bool = False) -> None:
         msgs = self.store.messages(self.conversation_id) if self.conversation_id else []
         if upto_position is not None:
             msgs = [m for m in msgs if m.position <= upto_position]
         empty = ("Pick a model above, then type a message below." if self.backend_ref == ""
                  else "Type a message below to start.")
-        self.transcript.show_messages(msgs, empty_text=empty)
+        self.transcript.show_messages(msgs, empty_text=empty, keep_place=keep_place)
 
     def load_conversation(self, cid: int) -> None:
         if self.turns.running:

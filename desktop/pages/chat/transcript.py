@@ -1,7 +1,8 @@
 """The chat transcript: stored messages rendered as Markdown (code blocks with a Copy link and
 their code-scan findings, a stats line, guard verdict badges, citations, action links), and an
 answer that streams in by appending at the end of the document, so each repaint costs the new
-text, not the answer."""
+text, not the answer. The code scan itself runs in jobs (scans.py): an answer shows "Scanning
+the code …" until its scan has come, then its findings under each block."""
 
 from __future__ import annotations
 
@@ -26,9 +27,9 @@ from core.chat.export import stats_line
 from core.chat.hooks import citation_label, left_out_note, split_citations, warned_note
 from core.chat.markdown import split_blocks
 from core.chat.store import ChatMessage
-from core.safety.code_scan import guess_language, normalise_language, scan_code
 from core.safety.verdict import GuardVerdict
-from desktop.widgets.verdicts import COLOURS, badge_parts, findings_html
+from desktop.pages.chat.scans import AnswerScans, answer_notes_html, block_map, findings_html
+from desktop.widgets.verdicts import COLOURS, badge_parts
 
 ASSISTANT_COLOUR = "#00695c"
 WARNING_STYLE = "color:#7a5300; font-size:small"
@@ -86,14 +87,6 @@ def verdict_sentence(verdict: dict[str, Any] | None) -> str:
             f": {cats}." if cats else ".")
 
 
-def scan_block(code: str, info: str) -> list[Any]:
-    """Code-scan findings of one fenced block, as core.safety.code_scan.scan_markdown reads
-    it (the fence's language, else a guess from the code)."""
-    language = normalise_language(info) if info.strip() else None
-    # the quick scan (line rules, milliseconds): semgrep's full scan runs in a job
-    return scan_code(code, language or guess_language(code), semgrep=False)
-
-
 def _link(action: str, label: str) -> str:
     return f"<a href='{action}' style='color:#0277bd; text-decoration:none'>{label}</a>"
 
@@ -117,27 +110,40 @@ class TranscriptView(QTextBrowser):
         self.code: dict[tuple[int, int], str] = {}
         self.revealed: set[int] = set()
         self.scan_code = True
+        #: runs the code scans (set by the page; None: no scans)
+        self.scans: AnswerScans | None = None
         #: what is on screen, per message id: its badge text, and its code findings per block
         self.badges: dict[int, str] = {}
         self.findings: dict[tuple[int, int], list[Any]] = {}
-        self._scanned: dict[tuple[str, str], list[Any]] = {}
+        self.shown_ids: set[int] = set()
         self._plain = QTextCharFormat()
         self.streaming_text = ""
 
     # --- whole conversation ----------------------------------------------------------
 
-    def show_messages(self, messages: Sequence[ChatMessage], *, empty_text: str = "") -> None:
+    def show_messages(self, messages: Sequence[ChatMessage], *, empty_text: str = "",
+                      keep_place: bool = False) -> None:
+        """Show ``messages`` and scroll to the end (``keep_place``: stay where the reader is,
+        unless that was the end). Code scans of answers no longer shown are dropped."""
+        bar = self.verticalScrollBar()
+        place = None if not keep_place or self.at_end() else bar.value()
         self.streaming_text = ""  # what streamed is shown as stored from now on
         self.code.clear()
         self.badges.clear()
         self.findings.clear()
+        self.shown_ids = {m.id for m in messages}
         if not messages:
             self.setHtml(f"<p style='color:#607d8b'>{html.escape(empty_text)}</p>")
-            return
-        last_assistant = max((m.id for m in messages if m.role == "assistant"), default=-1)
-        parts = [self.message_html(m, is_last=(m.id == last_assistant)) for m in messages]
-        self.setHtml("".join(parts))
-        self.scroll_to_end()
+        else:
+            last_assistant = max((m.id for m in messages if m.role == "assistant"), default=-1)
+            parts = [self.message_html(m, is_last=(m.id == last_assistant)) for m in messages]
+            self.setHtml("".join(parts))
+            if place is None:
+                self.scroll_to_end()
+            else:
+                bar.setValue(place)
+        if self.scans is not None:
+            self.scans.keep_only(self.shown_ids)
 
     def message_html(self, msg: ChatMessage, *, is_last: bool = False) -> str:
         who = "You" if msg.role == "user" else "Assistant"
@@ -212,35 +218,41 @@ class TranscriptView(QTextBrowser):
         return out
 
     def body_html(self, msg: ChatMessage) -> str:
-        scan = self.scan_code and msg.role == "assistant"
+        """The message's Markdown, each code block with its Copy link and, for an answer, its
+        code-scan findings (once the scan has come; it is asked for here)."""
+        blocks = split_blocks(msg.content)
+        codes = [b.text for b in blocks if b.kind == "code"]
+        scans = self.scans if self.scan_code else None
+        scanned = scans is not None and scans.has_code(msg, len(codes))
+        result = scans.result(msg) if scans is not None and scanned else None
+        if scans is not None and scanned and result is None:
+            scans.request(msg)
+        where = block_map(codes, result.blocks) if result is not None else {}
         out: list[str] = []
         k = 0
-        for block in split_blocks(msg.content):
+        for block in blocks:
             if block.kind == "text":
                 out.append(markdown_html(block.text))
                 continue
             self.code[(msg.id, k)] = block.text
-            found = self._scan(block.text, block.language) if scan else []
+            found = result.scan.for_block(where[k]) if result is not None and k in where else []
             if found:
                 self.findings[(msg.id, k)] = found
-            lang = html.escape(block.language or "code")
+            lang = block.language or "code"
+            if not block.language and result is not None and k in where:
+                guess = result.blocks[where[k]].language
+                lang += f" (read as {guess})" if guess else ""
             out.append(
-                f"<p style='font-size:small; color:#607d8b; margin-bottom:0'>{lang} &nbsp;"
-                f"{_link(f'copy:{msg.id}:{k}', 'Copy code')}</p>"
+                f"<p style='font-size:small; color:#607d8b; margin-bottom:0'>"
+                f"{html.escape(lang)} &nbsp;{_link(f'copy:{msg.id}:{k}', 'Copy code')}</p>"
                 "<table width='100%' cellpadding='6' style='background-color:#f3f5f7'>"
                 f"<tr><td><pre>{html.escape(block.text)}</pre></td></tr></table>"
                 + findings_html(found))
             k += 1
+        if scanned:
+            missed = [i for i in range(k) if i not in where] if result is not None else []
+            out.append(answer_notes_html(result, set(where.values()), missed))
         return "".join(out) or "<p style='color:#90a4ae'><i>(empty)</i></p>"
-
-    def _scan(self, code: str, info: str) -> list[Any]:
-        """Findings of one block, remembered: the transcript is re-rendered after each turn."""
-        key = (code, info)
-        if key not in self._scanned:
-            if len(self._scanned) > 512:
-                self._scanned.clear()
-            self._scanned[key] = scan_block(code, info)
-        return self._scanned[key]
 
     # --- streaming -------------------------------------------------------------------
 
