@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import CorralError
 from core.safety.code_scan import (
     LANGUAGES,
     RULES_PATH,
@@ -114,6 +115,64 @@ def test_rule_file_is_complete():
             assert raw[key], (raw["id"], key)
     covered = {lang for r in RULES for lang in r.languages}
     assert {"shell", "sql", "java", "csharp", "rust", "php", "c", "cpp", "*"} <= covered
+
+
+def _lines(rule_id, code, lang):
+    """The lines (1-based) where one of Corral's rules flags ``code``."""
+    rule = next(r for r in RULES if r.id == rule_id)
+    block = CodeBlock(0, lang, lang, code, 1)
+    return sorted(f.line for f in corral_findings(block, rules=(rule,)).findings)
+
+
+def test_a_call_split_over_lines_is_read_whole_and_flagged_where_it_starts():
+    code = ("cur.execute(\n"
+            "    \"DELETE FROM jobs WHERE owner = '%s'\" %\n"
+            "    owner)\n"
+            "cur.execute(\n"
+            "    \"DELETE FROM jobs WHERE owner = ?\",\n"
+            "    (owner,))\n")
+    assert _lines("py-sql-format", code, "python") == [1]
+    c = "buf = malloc(sizeof(struct row) *\n             nrows);\nkeep = malloc(64);\n"
+    assert _lines("c-alloc-size-overflow", c, "c") == [1]
+
+
+def test_a_declared_buffer_is_flagged_only_when_its_own_scope_overfills_it():
+    code = ("void a(const char *s)\n{\n    char tmp[16];\n    strncpy(tmp, s, sizeof tmp - 1);\n}\n"
+            "void b(const char *s)\n{\n    char tmp[16];\n    strcat(tmp, s);\n}\n"
+            "void c(const char *s)\n{\n    char out[8];\n    sprintf(out, \"%d\", 7);\n}\n")
+    assert _lines("c-stack-buffer-overflow", code, "c") == [8]  # b's tmp, not a's, not out
+    freed = "void f(void)\n{\n    char tmp[16];\n    use(tmp);\n}\nvoid g(char *tmp)\n{\n    free(tmp);\n}\n"
+    assert _lines("c-free-stack-array", freed, "c") == []  # g's tmp is another name
+
+
+def test_a_bound_checked_before_the_allocation_spares_it():
+    checked = "if (count > MAX_ROWS)\n    return NULL;\nrows = malloc(count * sizeof *rows);\n"
+    assert _lines("c-alloc-size-overflow", checked, "c") == []
+    other = "if (len > MAX_ROWS)\n    return NULL;\nrows = malloc(count * sizeof *rows);\n"
+    assert _lines("c-alloc-size-overflow", other, "c") == [3]  # the check is on another name
+
+
+def test_attributes_around_an_action_are_read():
+    below = "[HttpPost]\n[ValidateAntiForgeryToken]\npublic IActionResult Save(Form f) => View();\n"
+    above = "[ValidateAntiForgeryToken]\n[HttpPost]\npublic IActionResult Save(Form f) => View();\n"
+    bare = "[HttpDelete]\npublic IActionResult Drop(int id) => View();\n"
+    assert _lines("cs-csrf-no-antiforgery", below + above, "csharp") == []
+    assert _lines("cs-csrf-no-antiforgery", bare, "csharp") == [1]
+
+
+def test_a_rule_can_need_an_import_in_the_block():
+    call = "popen(\"grep \" + pattern + \" log.txt\")\n"
+    assert _lines("py-os-system-imported", "from os import popen\n" + call, "python") == [2]
+    assert _lines("py-os-system-imported", "from subprocess import run\n" + call, "python") == []
+
+
+def test_a_rule_with_then_but_no_name_group_is_refused(tmp_path):
+    raw = {"id": "x", "languages": ["c"], "title": "t", "why": "w", "pattern": r"char \w+\[",
+           "then": r"free\({name}\)", "positive": "p", "negative": "n"}
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps({"version": 2, "rules": [raw]}))
+    with pytest.raises(CorralError, match="name"):
+        load_rules(str(path))
 
 
 def test_shell_sql_and_secrets_stay_corrals():

@@ -34,6 +34,12 @@ class Rule:
     pattern: re.Pattern[str]
     unless: re.Pattern[str] | None
     skip_if: re.Pattern[str] | None = None  #: found anywhere in the block: rule not used
+    only_if: re.Pattern[str] | None = None  #: must be found in the block, or the rule is not used
+    span: int = 0  #: following lines the pattern may read while the line's brackets are open
+    unless_near: re.Pattern[str] | None = None  #: found in the lines around: spared
+    near: tuple[int, int] = (0, 0)  #: lines before and after the match that unless_near reads
+    then: str = ""  #: must match later in its scope; {name} is the match's group "name"
+    unless_before: str = ""  #: found earlier in the block ({name} as for then): spared
     positive: str = ""  #: an example the rule must flag (Corral's rules)
     negative: str = ""  #: a look-alike it must not flag (Corral's rules)
     cwe: str = ""
@@ -46,6 +52,64 @@ class Rule:
     def matches(self, line: str) -> bool:
         return bool(self.pattern.search(line)) and not (self.unless and self.unless.search(line))
 
+    def used_for(self, code: str) -> bool:
+        """Whether the block's code lets the rule apply at all (skip_if, only_if)."""
+        return not (self.skip_if and self.skip_if.search(code)) and not (
+            self.only_if and not self.only_if.search(code))
+
+    def matches_at(self, lines: list[str], i: int) -> bool:
+        """Whether the rule flags line ``i`` of the block, reading the lines around it where
+        the rule asks for them (a call split over lines, attributes above or below, a later
+        use of the name the line declares)."""
+        line = lines[i]
+        text = _statement(lines, i, self.span) if self.span else line
+        m = self.pattern.search(text)
+        if not m or m.start() >= len(line) or (self.unless and self.unless.search(text)):
+            return False
+        if self.unless_near:
+            before, after = self.near
+            if self.unless_near.search("\n".join(lines[max(i - before, 0):i + after + 1])):
+                return False
+        name = m.groupdict().get("name") or ""
+        if self.unless_before and name and _then_pattern(self.unless_before, name).search(
+                "\n".join(lines[:i])):
+            return False
+        if self.then:
+            later = "\n".join(_rest_of_scope(lines, i))
+            return bool(name) and _then_pattern(self.then, name).search(later) is not None
+        return True
+
+
+def _statement(lines: list[str], i: int, span: int) -> str:
+    """Line ``i`` and the lines after it while its brackets are open (at most ``span``)."""
+    text = lines[i]
+    depth = text.count("(") + text.count("{") - text.count(")") - text.count("}")
+    j = i
+    while depth > 0 and j < min(i + span, len(lines) - 1):
+        j += 1
+        text += "\n" + lines[j]
+        depth += lines[j].count("(") + lines[j].count("{")
+        depth -= lines[j].count(")") + lines[j].count("}")
+    return text
+
+
+def _rest_of_scope(lines: list[str], i: int) -> list[str]:
+    """The lines after line ``i`` up to the brace that closes the block it is in (a name
+    declared there means something else after it)."""
+    depth = 0
+    rest = []
+    for line in lines[i + 1:]:
+        depth += line.count("{") - line.count("}")
+        if depth < 0:
+            break
+        rest.append(line)
+    return rest
+
+
+@lru_cache(maxsize=256)
+def _then_pattern(template: str, name: str) -> re.Pattern[str]:
+    return re.compile(template.replace("{name}", re.escape(name)))
+
 
 @lru_cache(maxsize=4)
 def load_rules(path: str | None = None) -> tuple[Rule, ...]:
@@ -56,14 +120,25 @@ def load_rules(path: str | None = None) -> tuple[Rule, ...]:
         rules = []
         for raw in data["rules"]:
             flags = re.IGNORECASE if "i" in raw.get("flags", "") else 0
-            rules.append(Rule(
+            rule = Rule(
                 id=raw["id"], languages=tuple(raw["languages"]), title=raw["title"],
                 why=raw["why"], pattern=re.compile(raw["pattern"], flags),
                 unless=re.compile(raw["unless"], flags) if raw.get("unless") else None,
                 skip_if=re.compile(raw["skip_if"]) if raw.get("skip_if") else None,
+                only_if=re.compile(raw["only_if"]) if raw.get("only_if") else None,
+                span=int(raw.get("span", 0)),
+                unless_near=re.compile(raw["unless_near"]) if raw.get("unless_near") else None,
+                near=(int(raw.get("near", (0, 0))[0]), int(raw.get("near", (0, 0))[1])),
+                then=raw.get("then", ""), unless_before=raw.get("unless_before", ""),
                 positive=raw["positive"], negative=raw["negative"], cwe=raw.get("cwe", ""),
                 severity=raw.get("severity", "warning"),
-            ))
+            )
+            for template in (t for t in (rule.then, rule.unless_before) if t):
+                if "name" not in rule.pattern.groupindex or "{name}" not in template:
+                    raise ValueError(f"rule {rule.id}: 'then' and 'unless_before' need the "
+                                     "group (?P<name>...) in the pattern and {name} in theirs")
+                _then_pattern(template, "x")  # a broken one fails here, not mid-scan
+            rules.append(rule)
     except (OSError, ValueError, KeyError, TypeError, re.error) as exc:
         raise CorralError(f"the code-scan rules in {source} cannot be used: {exc}") from exc
     return tuple(rules)
@@ -170,15 +245,16 @@ def corral_findings(block: CodeBlock, *, every_rule: bool = False,
     rules for every language (secrets)."""
     active = [r for r in (rules or load_rules())
               if (r.applies_to(block.language) or (every_rule and block.language is None))
-              and not (r.skip_if and r.skip_if.search(block.code))]
+              and r.used_for(block.code)]
+    lines = [line.rstrip("\r") for line in block.code.split("\n")]  # as semgrep counts them
+    if block.language == "shell":
+        lines = [line.lstrip()[2:] if line.lstrip().startswith("$ ") else line
+                 for line in lines]  # a console prompt
     findings: list[Finding] = []
-    for number, line in enumerate(block.code.split("\n"), 1):  # lines as semgrep counts them
-        line = line.rstrip("\r")
-        if block.language == "shell" and line.lstrip().startswith("$ "):
-            line = line.lstrip()[2:]  # a console prompt
+    for i, line in enumerate(lines):
         if not line.strip() or _is_comment(line, block.language):
             continue
-        findings += [_finding(block, r, number, line) for r in active if r.matches(line)]
+        findings += [_finding(block, r, i + 1, line) for r in active if r.matches_at(lines, i)]
     return EngineResult(findings=findings)
 
 
