@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
@@ -101,7 +102,7 @@ def failure(exc: BaseException) -> tuple[str, str]:
     return exc.message, hint
 
 
-class GuardBase:
+class GuardBase(ABC):
     """What the chat, the CLI and the Safety page use of a guard: ``check`` one conversation,
     and the checks of the user's message, the answer and retrieved passages built on it. Each
     verdict is recorded in the audit log; a verdict that cannot be recorded turns into an
@@ -119,10 +120,11 @@ class GuardBase:
         self._lock = threading.Lock()
         self._in_flight: set[CheckCancel] = set()
 
+    @abstractmethod
     def check(self, messages: Iterable[Mapping[str, str]], check: str | None = None, *,
               direction: Direction | None = None, conversation_id: str = "",
               raise_errors: bool = False, cancel: CheckCancel | None = None) -> GuardVerdict:
-        raise NotImplementedError
+        """The verdict on ``messages`` (the checks below are built on this)."""
 
     def cancel(self) -> None:
         """Stop every check of this guard that is running now (from any thread); each gives
