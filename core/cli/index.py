@@ -97,9 +97,9 @@ def run(args: argparse.Namespace) -> int:
                 if args.json:
                     print_json({"event": "file", "path": ev.path, "status": ev.status,
                                 "reason": ev.reason, "chunks": ev.file_chunks}, lines=True)
-                elif ev.status == "skipped":
+                elif ev.status == "skipped" or ev.reason:  # e.g. "3 of 120 pages have no text"
                     bar.close() if bar.enabled else None
-                    print(f"skipped {ev.path}: {ev.reason}")
+                    print(f"{'skipped ' if ev.status == 'skipped' else ''}{ev.path}: {ev.reason}")
             elif ev.kind == "health":
                 health_ok = ev.ok
                 if args.json:

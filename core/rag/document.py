@@ -35,10 +35,25 @@ class LoadedDocument:
     path: Path
     kind: str  # text, markdown, rst, code, html, csv, pdf, docx
     units: list[TextUnit] = field(default_factory=list)
+    #: PDFs: pages in the file, and pages read (fewer when the text budget ran out)
+    pages: int = 0
+    pages_read: int = 0
+    #: what the user should know about an indexed file ("3 of 120 pages have no text")
+    notes: list[str] = field(default_factory=list)
 
     @property
     def chars(self) -> int:
         return sum(len(u.text) for u in self.units)
+
+
+def too_large(size: int, limit: int) -> str | None:
+    """The skip reason for a file of ``size`` bytes under a ``limit``, or None when it fits."""
+    if size <= limit:
+        return None
+    big, cap = size_text(size), size_text(limit)
+    if big == cap:  # just over the limit: rounded, both would read "64 MB"
+        big, cap = f"{size:,} bytes", f"{limit:,} bytes"
+    return f"too large to index ({big}; the limit is {cap})"
 
 
 def size_text(n: int) -> str:

@@ -27,7 +27,7 @@ from core.rag.chunker import Chunk, Chunker
 from core.rag.document import Limits
 from core.rag.embedder import Embedder
 from core.rag.knowledge_base import FileRecord, KnowledgeBase
-from core.rag.loaders import decode_bytes, kind_of, load_document, scan
+from core.rag.loaders import check_size, decode_bytes, kind_of, load_document, scan
 
 FIRST_BATCH = 32
 
@@ -89,6 +89,7 @@ class _FileWork:
     chunks: int = 0  # chunks received from the parser so far
     waiting: int = 0  # received but not yet embedded
     complete: bool = False  # the parser has sent all of this file's chunks
+    note: str = ""  # shown next to an indexed file ("3 of 120 pages have no text")
 
 
 @dataclass
@@ -220,13 +221,17 @@ class IndexJob:
                    out: queue.Queue[Any]) -> None:
         """Send ('same'|'skip'|'chunks'|'last', work, payload) messages for one file."""
         try:
+            # from the stat taken when the run started: a huge file is never read or hashed
+            check_size(work.path, work.size, self.limits)
             work.file_hash = file_hash(work.path)
             rec = records.get(str(work.path))
-            if rec is not None and rec.file_hash == work.file_hash:
+            # a skipped file is read again when touched: its reason may have been transient
+            if rec is not None and rec.status == "indexed" and rec.file_hash == work.file_hash:
                 out.put(("same", work, rec))
                 return
             sniff_kind(work.path)
             doc = load_document(work.path, self.limits)
+            work.note = "; ".join(doc.notes)
         except DocumentUnreadable as exc:
             out.put(("skip", work, exc.reason))
             return
@@ -322,7 +327,7 @@ class IndexJob:
                 w.waiting -= 1
             for w in {id(w): w for w, _c in batch}.values():
                 if w.complete and w.waiting == 0:
-                    finalize(w, "indexed")
+                    finalize(w, "indexed", w.note)
             yield from drain(keep=8)
             yield self._event("progress")
 
@@ -340,7 +345,7 @@ class IndexJob:
                     raise payload
                 if kind == "same":
                     work.chunks = payload.chunks
-                    finalize(work, "unchanged")
+                    finalize(work, "unchanged", payload.reason)
                 elif kind == "skip":
                     finalize(work, "skipped", payload)
                 else:
@@ -349,7 +354,7 @@ class IndexJob:
                     work.complete = kind == "last"
                     pending.extend((work, c) for c in payload)
                     if work.complete and work.waiting == 0:
-                        finalize(work, "indexed")
+                        finalize(work, "indexed", work.note)
                     # the first batch is small, so that embedding starts without waiting
                     size = self.batch_size if s.chunks else min(self.batch_size, FIRST_BATCH)
                     while len(pending) >= size and not self.cancelled:

@@ -22,6 +22,7 @@ from core.rag.document import Limits as Limits
 from core.rag.document import LoadedDocument as LoadedDocument
 from core.rag.document import TextUnit as TextUnit
 from core.rag.document import size_text as size_text
+from core.rag.document import too_large
 from core.rag.parse_child import parse_in_child
 
 #: Folders never walked into when a folder is indexed.
@@ -181,12 +182,20 @@ def _looks_binary(sample: str) -> bool:
     return bad > max(3, 0.05 * len(sample))
 
 
+def size_limit(path: Path, limits: Limits) -> int:
+    """The largest file of this kind Corral reads: PDF / DOCX, or anything read as text."""
+    return limits.max_binary_bytes if kind_of(path) in ("pdf", "docx") else limits.max_text_bytes
+
+
+def check_size(path: Path, size: int, limits: Limits) -> None:
+    """Raise DocumentUnreadable naming the size and the limit, from a stat, before any read."""
+    reason = too_large(size, size_limit(path, limits))
+    if reason:
+        raise DocumentUnreadable(str(path), reason)
+
+
 def read_text_file(path: Path, limits: Limits) -> str:
-    size = path.stat().st_size
-    if size > limits.max_text_bytes:
-        raise DocumentUnreadable(
-            str(path), f"too large to index ({size_text(size)}; the limit is {size_text(limits.max_text_bytes)})"
-        )
+    check_size(path, path.stat().st_size, limits)
     with path.open("rb") as fh:
         data = fh.read(limits.max_text_bytes + 1)
     return decode_bytes(data, str(path))
@@ -300,8 +309,11 @@ def load_document(path: Path, limits: Limits | None = None) -> LoadedDocument:
     try:
         if not path.is_file():
             raise DocumentUnreadable(str(path), "not a file")
+        check_size(path, path.stat().st_size, limits)
+        parsed: LoadedDocument | None = None
         if kind in ("pdf", "docx"):
-            units = parse_in_child(path, kind, limits)
+            parsed = parse_in_child(path, kind, limits)
+            units = parsed.units
         else:
             raw = read_text_file(path, limits)
             if kind == "html":
@@ -313,4 +325,22 @@ def load_document(path: Path, limits: Limits | None = None) -> LoadedDocument:
         raise DocumentUnreadable(str(path), f"cannot read the file ({exc.strerror or exc})") from exc
     cleaned = [TextUnit(clean_text(u.text), u.page) for u in units]
     cleaned = [u for u in cleaned if u.text.strip()]
-    return LoadedDocument(path=path, kind=kind, units=cleaned)
+    doc = LoadedDocument(path=path, kind=kind, units=cleaned)
+    if parsed is not None and parsed.pages:
+        doc.pages, doc.pages_read = parsed.pages, parsed.pages_read
+        doc.notes = page_notes(doc)
+    return doc
+
+
+def page_notes(doc: LoadedDocument) -> list[str]:
+    """What a user should know about a PDF's pages: those with no text, those never read."""
+    notes = []
+    read = doc.pages_read or doc.pages
+    with_text = {u.page for u in doc.units if u.page is not None}
+    blank = read - len(with_text)
+    if blank > 0:
+        verb = "has" if blank == 1 else "have"
+        notes.append(f"{blank} of {doc.pages} pages {verb} no text")
+    if read < doc.pages:
+        notes.append(f"only the first {read} of {doc.pages} pages were read (text limit reached)")
+    return notes

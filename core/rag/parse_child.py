@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from core.errors import DocumentUnreadable
-from core.rag.document import MB, Limits, TextUnit, size_text
+from core.rag.document import MB, Limits, LoadedDocument, TextUnit, size_text, too_large
 
 
 class _Unreadable(Exception):
@@ -30,15 +30,17 @@ class _Unreadable(Exception):
 # --- parsers (run inside the child) -----------------------------------------------------------
 
 
-def parse_pdf(path: Path, limits: Limits) -> list[tuple[str, int]]:
+def parse_pdf(path: Path, limits: Limits) -> tuple[list[tuple[str, int]], int, int]:
+    """Text units (text, page), the number of pages, and how many of them were read."""
     import logging
 
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
     logging.getLogger("pypdf").setLevel(logging.ERROR)
-    if path.stat().st_size > limits.max_binary_bytes:
-        raise _Unreadable(f"too large to index (limit {limits.max_binary_bytes // MB} MB)")
+    big = too_large(path.stat().st_size, limits.max_binary_bytes)
+    if big:
+        raise _Unreadable(big)
     try:
         reader = PdfReader(str(path), strict=False)
         if reader.is_encrypted:
@@ -60,9 +62,11 @@ def parse_pdf(path: Path, limits: Limits) -> list[tuple[str, int]]:
     units: list[tuple[str, int]] = []
     chars = 0
     images = 0
+    read = 0
     for number in range(n_pages):
         if time.monotonic() > deadline:
             raise _Unreadable(f"took longer than {limits.max_seconds:.0f} s to read")
+        read = number + 1
         try:
             page = pages[number]
             text = page.extract_text() or ""
@@ -81,7 +85,7 @@ def parse_pdf(path: Path, limits: Limits) -> list[tuple[str, int]]:
         if images:
             raise _Unreadable("scanned PDF: no text layer")
         raise _Unreadable("no text in this PDF")
-    return units
+    return units, n_pages, read
 
 
 def _count_images(page: Any) -> int:
@@ -104,8 +108,9 @@ _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 def parse_docx(path: Path, limits: Limits) -> list[tuple[str, int | None]]:
     import xml.etree.ElementTree as ET
 
-    if path.stat().st_size > limits.max_binary_bytes:
-        raise _Unreadable(f"too large to index (limit {limits.max_binary_bytes // MB} MB)")
+    big = too_large(path.stat().st_size, limits.max_binary_bytes)
+    if big:
+        raise _Unreadable(big)
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -178,11 +183,12 @@ def _serve() -> None:
             req = json.loads(line)
             limits = Limits(**req["limits"])
             path = Path(req["path"])
+            answer: dict[str, Any]
             if req["kind"] == "pdf":
-                units: list[Any] = parse_pdf(path, limits)
+                units, pages, read = parse_pdf(path, limits)
+                answer = {"units": units, "pages": pages, "pages_read": read}
             else:
-                units = parse_docx(path, limits)
-            answer: dict[str, Any] = {"units": units}
+                answer = {"units": parse_docx(path, limits)}
         except _Unreadable as exc:
             answer = {"error": str(exc)}
         except MemoryError:
@@ -217,7 +223,7 @@ class ParseChild:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
         )
 
-    def parse(self, path: Path, kind: str, limits: Limits) -> list[TextUnit]:
+    def parse(self, path: Path, kind: str, limits: Limits) -> LoadedDocument:
         with self._lock:
             if self._proc is None or self._proc.poll() is not None:
                 self._proc = self._start(limits)
@@ -241,7 +247,9 @@ class ParseChild:
         answer = json.loads(line)
         if "error" in answer:
             raise DocumentUnreadable(str(path), answer["error"])
-        return [TextUnit(text, page) for text, page in answer["units"]]
+        units = [TextUnit(text, page) for text, page in answer["units"]]
+        return LoadedDocument(path=path, kind=kind, units=units, pages=int(answer.get("pages", 0)),
+                              pages_read=int(answer.get("pages_read", 0)))
 
     def _read_line(self, stream: IO[bytes], deadline: float) -> bytes | None:
         fd = stream.fileno()
@@ -278,7 +286,7 @@ _child: ParseChild | None = None
 _child_lock = threading.Lock()
 
 
-def parse_in_child(path: Path, kind: str, limits: Limits) -> list[TextUnit]:
+def parse_in_child(path: Path, kind: str, limits: Limits) -> LoadedDocument:
     global _child
     with _child_lock:
         if _child is None:

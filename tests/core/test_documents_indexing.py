@@ -147,3 +147,86 @@ def test_kill_9_at_random_points_then_rerun_matches_a_clean_run(tmp_path, corral
     assert kb.keywords.count() == len(ids)
     kb.close()
     clean.close()
+
+
+def test_pdf_pages_without_text_are_reported_and_the_rest_indexed(embedded, tmp_path,
+                                                                  minilm_embedder) -> None:
+    from tests.core.test_documents_loaders import mixed_pdf
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    mixed_pdf(docs / "atlas.pdf", ["Rivers carve valleys over ages.", None, "", "Glaciers move slowly."])
+    kb = create_kb("atlas", settings=Settings(), store=embedded)
+    first = [e for e in IndexJob(kb, [docs], embedder=minilm_embedder) if e.kind == "file"]
+    assert [(e.status, e.reason) for e in first] == [("indexed", "2 of 4 pages have no text")]
+    metas = kb.store.get(kb.collection, include=("metadatas",))["metadatas"]
+    assert sorted(m["page"] for m in metas) == [1, 4]
+    # the note stays with the file: on the next run, and in the catalogue the page lists
+    again = [e for e in IndexJob(kb, [docs], embedder=minilm_embedder) if e.kind == "file"]
+    assert [(e.status, e.reason) for e in again] == [("unchanged", "2 of 4 pages have no text")]
+    assert kb.catalogue.all()[str(docs / "atlas.pdf")].reason == "2 of 4 pages have no text"
+    kb.close()
+
+
+def test_a_file_over_the_size_limit_is_skipped_unread_and_unhashed(embedded, tmp_path, monkeypatch,
+                                                                   minilm_embedder) -> None:
+    import core.rag.indexing as indexing
+
+    docs = tmp_path / "docs"
+    write_corpus(docs, n_files=1, words=60)
+    huge = docs / "huge.txt"
+    with huge.open("wb") as fh:
+        fh.truncate(1024**3)  # 1 GB, sparse: costs no disk
+    big_pdf = docs / "big.pdf"
+    with big_pdf.open("wb") as fh:
+        fh.truncate(256 * 1024 * 1024 + 1)  # one byte over the PDF limit
+    hashed: list[str] = []
+    opened: list[str] = []
+    real_hash, real_open = indexing.file_hash, Path.open
+
+    def spy_hash(path):
+        hashed.append(Path(path).name)
+        return real_hash(path)
+
+    def spy_open(self, *a, **k):
+        opened.append(self.name)
+        return real_open(self, *a, **k)
+
+    monkeypatch.setattr(indexing, "file_hash", spy_hash)
+    monkeypatch.setattr(Path, "open", spy_open)
+    kb = create_kb("limits", settings=Settings(), store=embedded)
+    events = [e for e in IndexJob(kb, [docs], embedder=minilm_embedder) if e.kind == "file"]
+    got = {Path(e.path).name: (e.status, e.reason) for e in events}
+    assert got["huge.txt"] == ("skipped", "too large to index (1.0 GB; the limit is 64 MB)")
+    assert got["big.pdf"] == ("skipped", "too large to index (268,435,457 bytes; the limit is "
+                                         "268,435,456 bytes)")
+    assert got["note-000.txt"][0] == "indexed" and "note-000.txt" in hashed
+    assert {"huge.txt", "big.pdf"}.isdisjoint(hashed + opened)
+
+    # unchanged, it keeps its reason (and is still not read); once it changes it is indexed
+    again = {Path(e.path).name: (e.status, e.reason)
+             for e in IndexJob(kb, [docs], embedder=minilm_embedder) if e.kind == "file"}
+    assert again["huge.txt"] == got["huge.txt"] and again["big.pdf"] == got["big.pdf"]
+    assert {"huge.txt", "big.pdf"}.isdisjoint(hashed + opened)
+    huge.write_text(prose(7, 40), encoding="utf-8")
+    third = {Path(e.path).name: (e.status, e.reason)
+             for e in IndexJob(kb, [docs], embedder=minilm_embedder) if e.kind == "file"}
+    assert third["huge.txt"] == ("indexed", "")
+    kb.close()
+
+
+def test_a_touched_skipped_file_is_still_skipped_with_its_reason(embedded, tmp_path,
+                                                                 minilm_embedder) -> None:
+    docs = tmp_path / "docs"
+    write_corpus(docs, n_files=1, words=60)
+    empty = docs / "empty.txt"
+    empty.write_bytes(b"")
+    kb = create_kb("touch", settings=Settings(), store=embedded)
+    list(IndexJob(kb, [docs], embedder=minilm_embedder))
+    st = empty.stat()
+    os.utime(empty, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))  # same bytes, new time
+    again = [e for e in IndexJob(kb, [docs], embedder=minilm_embedder)
+             if e.kind == "file" and e.path.endswith("empty.txt")]
+    assert [(e.status, e.reason) for e in again] == [("skipped", "empty file")]
+    assert kb.catalogue.all()[str(empty)].status == "skipped"
+    kb.close()

@@ -27,6 +27,40 @@ def test_pdf_keeps_one_unit_per_page_with_page_numbers(tmp_path: Path) -> None:
     assert [(u.text, u.page) for u in doc.units] == [
         ("The harbor opens at dawn.", 1), ("Violins in the library.", 3)
     ]
+    assert doc.notes == ["1 of 3 pages has no text"]
+
+
+def mixed_pdf(path: Path, pages: list[str | None]) -> Path:
+    """A PDF whose ``None`` pages hold only an image (a scan), the others one line of text."""
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter()
+    for i, text in enumerate(pages):
+        one = path.with_name(f"{path.stem}-part{i}.pdf")
+        if text is None:
+            make_pdf(one, [""], scanned=True)
+        else:
+            make_pdf(one, [text])
+        writer.add_page(PdfReader(one).pages[0])
+        one.unlink()
+    with path.open("wb") as fh:
+        writer.write(fh)
+    return path
+
+
+def test_pdf_pages_without_text_are_counted_not_dropped_silently(tmp_path: Path) -> None:
+    pdf = mixed_pdf(tmp_path / "m.pdf", ["Tides rise twice a day.", None, None, "Owls hunt at night.", ""])
+    doc = load_document(pdf)
+    assert [u.page for u in doc.units] == [1, 4]
+    assert doc.notes == ["3 of 5 pages have no text"]
+    whole = load_document(make_pdf(tmp_path / "whole.pdf", ["one", "two"]))
+    assert whole.notes == []
+
+
+def test_pdf_pages_past_the_text_budget_are_reported(tmp_path: Path) -> None:
+    pdf = make_pdf(tmp_path / "long.pdf", ["a page of words " * 5] * 4)
+    doc = load_document(pdf, Limits(max_chars=100))
+    assert doc.notes == ["only the first 2 of 4 pages were read (text limit reached)"]
 
 
 @pytest.mark.parametrize(
@@ -93,7 +127,23 @@ def test_a_1_gb_text_file_is_skipped_without_reading_it(tmp_path: Path) -> None:
     huge = tmp_path / "huge.txt"
     with huge.open("wb") as fh:
         fh.truncate(1024**3)  # sparse: costs no disk
-    assert "too large" in reason(huge)
+    assert reason(huge) == "too large to index (1.0 GB; the limit is 64 MB)"
+
+
+@pytest.mark.parametrize("name", ["big.pdf", "big.docx"])
+def test_an_oversized_pdf_or_docx_is_refused_before_the_parser_sees_it(tmp_path: Path, monkeypatch,
+                                                                       name: str) -> None:
+    import core.rag.loaders as loaders
+
+    def no_child(*_a, **_k):
+        raise AssertionError("the parser child was asked to read an oversized file")
+
+    monkeypatch.setattr(loaders, "parse_in_child", no_child)
+    big = tmp_path / name
+    with big.open("wb") as fh:
+        fh.truncate(2 * 1024 * 1024 + 1)  # sparse
+    limits = Limits(max_binary_bytes=2 * 1024 * 1024)
+    assert reason(big, limits) == "too large to index (2,097,153 bytes; the limit is 2,097,152 bytes)"
 
 
 def test_hidden_characters_are_stripped_and_text_is_nfc(tmp_path: Path) -> None:
@@ -137,7 +187,7 @@ def test_a_parser_that_hangs_is_killed_at_the_time_budget(tmp_path: Path) -> Non
             child.parse(fifo, "pdf", Limits(max_seconds=0.5))
         assert "took longer than" in info.value.reason
         ok = make_pdf(tmp_path / "ok.pdf", ["still works"])
-        assert child.parse(ok, "pdf", Limits())[0].text.strip() == "still works"  # restarted
+        assert child.parse(ok, "pdf", Limits()).units[0].text.strip() == "still works"  # restarted
     finally:
         child.close()
 
