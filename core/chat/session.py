@@ -218,10 +218,12 @@ class ChatSession:
         is stored or sent; that of the answer gives a verdict that blocks or warns as the
         settings say for a guard that cannot judge. A check that starts after the cancel (that
         of an answer stopped mid-stream) runs."""
-        self.backend.cancel()
+        # The guard first: once the stream is cut, the worker may start the check of the partial
+        # answer at once, and that check must not be stopped by this same Stop.
         stop = getattr(self.guard, "cancel", None)
         if callable(stop):
             stop()
+        self.backend.cancel()
 
     def _ensure_conversation(self, title: str) -> Conversation:
         if self.conversation is None:
