@@ -6,7 +6,30 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QTextCursor
 
+from core.chat.backends import BackendInfo, PreparedPrompt
+from core.prompts.formats import render
 from desktop.pages.chat.page import ChatPage
+
+
+class ScriptedModel:
+    """The parts of a scripted chat backend every page test shares: a llama2 GGUF named
+    ``name`` with a 4,096-token context, whose prompts count 10 tokens. Subclasses stream."""
+
+    name = "scripted"
+
+    def info(self) -> BackendInfo:
+        return BackendInfo("gguf", self.name, 4096, "llama2", "it is a test", True)
+
+    def prepare(self, messages, fmt, tags) -> PreparedPrompt:
+        r = render(messages, fmt, tags=tags)
+        return PreparedPrompt(r, token_ids=[1], token_count=10, exact_text=r.text)
+
+    def count(self, messages, fmt, tags) -> int:
+        return 10
+
+    def use_context(self, requested: int) -> int:
+        return requested or 4096
+
 
 WAIT = 60_000
 

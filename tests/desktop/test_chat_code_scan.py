@@ -13,8 +13,7 @@ from collections import deque
 import pytest
 
 import core.safety.code_scan.scan as scan_module
-from core.chat.backends import BackendInfo, PreparedPrompt, StreamEvent
-from core.prompts.formats import render
+from core.chat.backends import StreamEvent
 from core.safety.code_scan import CodeScan, code_blocks
 from desktop.pages.chat.page import ChatPage
 from desktop.pages.chat.scans import (
@@ -25,7 +24,7 @@ from desktop.pages.chat.scans import (
     answer_notes_html,
     block_map,
 )
-from tests.desktop.chat_actions import WAIT, send
+from tests.desktop.chat_actions import WAIT, ScriptedModel, send
 from tests.desktop.test_chat_page import page_on
 from tests.desktop.test_chat_safety import screenshot
 
@@ -66,24 +65,14 @@ os.system("rm -rf " + folder)
 CLEAN_ANSWER = "A sum:\n\n```python\ndef add(a, b):\n    return a + b\n```\n"
 
 
-class AnsweringModel:
+class AnsweringModel(ScriptedModel):
     """A chat backend that answers the texts it is given, one per turn, at once."""
 
     def __init__(self, *answers: str) -> None:
         self.answers = deque(answers)
 
-    def info(self) -> BackendInfo:
-        return BackendInfo("gguf", "answering", 4096, "llama2", "it is a test", True)
+    name = "answering"
 
-    def prepare(self, messages, fmt, tags) -> PreparedPrompt:
-        r = render(messages, fmt, tags=tags)
-        return PreparedPrompt(r, token_ids=[1], token_count=10, exact_text=r.text)
-
-    def count(self, messages, fmt, tags) -> int:
-        return 10
-
-    def use_context(self, requested: int) -> int:
-        return requested or 4096
 
     def stream(self, prompt, params):
         text = self.answers.popleft()

@@ -13,10 +13,9 @@ from PySide6.QtCore import Qt
 
 from core.chat.backends import BackendInfo, PreparedPrompt, StreamEvent
 from core.errors import StreamInterrupted
-from core.prompts.formats import render
 from desktop.pages.chat.jobs import BATCH_S, PromptViews
 from desktop.pages.chat.page import ChatPage
-from tests.desktop.chat_actions import WAIT, click_link, open_page, send
+from tests.desktop.chat_actions import WAIT, ScriptedModel, click_link, open_page, send
 
 
 def counted(qtbot, page: ChatPage) -> None:
@@ -175,7 +174,7 @@ def test_chat_through_the_loopback_ollama(qtbot, ctx, ollama_server) -> None:
 WORDS = ["Partial ", "answer ", "so ", "far"]
 
 
-class PausingModel:
+class PausingModel(ScriptedModel):
     """A chat backend that streams WORDS, one batch each, then waits for Stop. Stopped, it ends
     the answer as llama.cpp does (finish reason "cancelled"), or its stream breaks off as a
     dropped connection does (it raises)."""
@@ -184,18 +183,8 @@ class PausingModel:
         self.after_stop = after_stop
         self.stopped = threading.Event()
 
-    def info(self) -> BackendInfo:
-        return BackendInfo("gguf", "pausing", 4096, "llama2", "it is a test", True)
+    name = "pausing"
 
-    def prepare(self, messages, fmt, tags) -> PreparedPrompt:
-        r = render(messages, fmt, tags=tags)
-        return PreparedPrompt(r, token_ids=[1], token_count=10, exact_text=r.text)
-
-    def count(self, messages, fmt, tags) -> int:
-        return 10
-
-    def use_context(self, requested: int) -> int:
-        return requested or 4096
 
     def stream(self, prompt, params):
         for n, word in enumerate(WORDS, 1):
