@@ -135,7 +135,8 @@ def test_semgrep_opens_no_network_socket(tmp_path):
                     "bash", "-c", f'exec -a osemgrep "{find_semgrep_core()}" "$@"', "x",
                     *command[1:]], cwd=tmp_path, capture_output=True, check=True, timeout=120)
     assert "--metrics" in command and "--disable-version-check" in command
-    assert not re.search(r"AF_INET6?|connect\(", trace.read_text())
+    # local AF_UNIX sockets (a name-service lookup on some machines) are not the network
+    assert not re.search(r"AF_INET6?\b", trace.read_text())
 
 
 def _fake_semgrep(tmp_path: Path, body: str) -> Path:
