@@ -116,6 +116,18 @@ class ChatSettings:
 
 
 @dataclass
+class ServeSettings:
+    """`corral serve` and the window's Serve switch (issue 18)."""
+
+    enabled: bool = False  # the window serves while it runs
+    host: str = "127.0.0.1"  # any address other than loopback requires a token
+    port: int = 8484
+    token: str = ""  # empty: CORRAL_SERVE_TOKEN, else none (loopback only)
+    history: bool = False  # conversations made through the API go into history
+    cors_origins: list[str] = field(default_factory=list)  # empty: CORS off
+
+
+@dataclass
 class UiSettings:
     geometry: str = ""  # base64 of QWidget.saveGeometry()
     last_page: str = "Models"
@@ -130,6 +142,7 @@ class Settings:
     embedder: EmbedderSettings = field(default_factory=EmbedderSettings)
     safety: SafetySettings = field(default_factory=SafetySettings)
     chat: ChatSettings = field(default_factory=ChatSettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
     ui: UiSettings = field(default_factory=UiSettings)
 
     def to_dict(self) -> dict[str, Any]:

@@ -152,6 +152,10 @@ class KnowledgeBaseNotFound(CorralError):
     """No knowledge base by that name."""
 
 
+class KnowledgeBaseBusy(CorralError):
+    """Another Corral (on this or another machine) is indexing this knowledge base."""
+
+
 # --- settings and misc ---------------------------------------------------------------
 
 

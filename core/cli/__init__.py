@@ -26,6 +26,11 @@ SUBCOMMANDS: dict[str, str] = {
     "kb": "create, list, inspect and remove knowledge bases",
     "tokens": "show how tokenizers split a text",
     "similarity": "similarity matrix of sentences under an embedder",
+    "quantize": "quantize a model with llama.cpp's quantizer (down to ternary)",
+    "merge": "merge models (linear, SLERP, TIES, DARE, pass-through, MoE)",
+    "evaluate": "measure embedders, retrieval settings and models on your own data",
+    "lab": "word vectors, GloVe, stemming, pooling and a classifier on your own text",
+    "serve": "an OpenAI-compatible local API, guarded and grounded",
 }
 
 EXIT_ERROR = 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from core.cli._common import ProgressBar, add_json_flag, load_settings, print_json
 
@@ -18,7 +19,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="embedder speed mode for a new knowledge base or with --rebuild")
     parser.add_argument("--embedder", default="", help="embedder for a new knowledge base")
     parser.add_argument("--rebuild", action="store_true",
-                        help="drop the existing vectors and index everything again")
+                        help="index everything again into a new collection; the old one "
+                             "serves until the new one is complete")
     parser.add_argument("--keep-missing", action="store_true",
                         help="keep chunks of files that no longer exist")
     parser.add_argument("--batch", type=int, default=128, help="chunks per embedding batch")
@@ -80,10 +82,11 @@ def run(args: argparse.Namespace) -> int:
         emb = shared_embedder(args.embedder or kb.embedder_spec,
                               args.embedder_mode or kb.mode, notice=notice,
                               ollama=settings.ollama)
-        if args.rebuild:
-            kb.rebuild(emb)
-    job = IndexJob(kb, args.paths, embedder=emb, batch_size=args.batch,
-                   remove_missing=not args.keep_missing)
+    paths = [str(Path(p).expanduser().absolute()) for p in args.paths]
+    if args.rebuild:  # everything the knowledge base holds, plus what is named now
+        paths += [p for p in kb.catalogue.sources() if p not in paths]
+    job = IndexJob(kb, paths, embedder=emb, batch_size=args.batch,
+                   remove_missing=not args.keep_missing, rebuild=args.rebuild)
     bar = ProgressBar(f"indexing into {args.kb}")
     counts = {"indexed": 0, "unchanged": 0, "skipped": 0, "removed": 0}
     started = time.monotonic()

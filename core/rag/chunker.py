@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from core.errors import CorralError
-from core.rag.document import TextUnit
+from core.rag.document import UNIT_SEPARATOR, TextUnit
 
 
 class TokenMeasure(Protocol):
@@ -52,6 +52,9 @@ class Chunk:
     page: int | None
     index: int  # position in its file, 0-based, across pages
     tokens: int  # content tokens (special tokens not counted)
+    #: where the chunk lies in its document's text (LoadedDocument.text): text == doc[start:end]
+    start: int = 0
+    end: int = 0
 
 
 _HEADING_MD = re.compile(r"#{1,6}\s")
@@ -85,16 +88,16 @@ def _priority(text: str, prev_end: int, start: int) -> int:
 SEGMENT_CHARS = 100_000
 
 
-def _segments(text: str, size: int) -> Iterator[str]:
-    """Pieces of at most ~``size`` characters, cut at a blank line, line end or space."""
+def _segments(text: str, size: int) -> Iterator[tuple[int, str]]:
+    """(offset, piece) of at most ~``size`` characters, cut at a blank line, line end or space."""
     start = 0
     while len(text) - start > size:
         window = text[start : start + size]
         cut = max(window.rfind("\n\n"), window.rfind("\n"), window.rfind(" "))
         cut = cut if cut > size // 2 else size
-        yield text[start : start + cut]
+        yield start, text[start : start + cut]
         start += cut
-    yield text[start:]
+    yield start, text[start:]
 
 
 class Chunker:
@@ -114,29 +117,33 @@ class Chunker:
     def iter_chunks(self, units: Iterable[TextUnit]) -> Iterator[Chunk]:
         """Chunks one at a time; long texts are tokenized in segments (memory stays flat)."""
         index = 0
+        base = 0  # where the unit starts in the document's text
         for unit in units:
-            for segment in _segments(unit.text, SEGMENT_CHARS):
-                for text, n_tokens in self.split(segment):
-                    yield Chunk(text=text, page=unit.page, index=index, tokens=n_tokens)
+            for offset, segment in _segments(unit.text, SEGMENT_CHARS):
+                for start, end, n_tokens in self.split(segment):
+                    yield Chunk(text=segment[start:end], page=unit.page, index=index,
+                                tokens=n_tokens, start=base + offset + start,
+                                end=base + offset + end)
                     index += 1
+            base += len(unit.text) + len(UNIT_SEPARATOR)
 
-    def split(self, text: str) -> list[tuple[str, int]]:
-        """(chunk text, content tokens) pieces of one unit."""
+    def split(self, text: str) -> list[tuple[int, int, int]]:
+        """(start, end, content tokens) of the chunks of one piece of text."""
         spans = self.measure.token_spans(text)
         pieces = self._pack(text, spans)
-        return self._verify(pieces)
+        return self._verify(text, pieces)
 
-    def _pack(self, text: str, spans: Sequence[tuple[int, int]]) -> list[tuple[str, int]]:
+    def _pack(self, text: str, spans: Sequence[tuple[int, int]]) -> list[tuple[int, int, int]]:
         n = len(spans)
         if n == 0:
             return []
         if n <= self.budget:
-            return [(text[spans[0][0] : spans[-1][1]], n)]
+            return [(spans[0][0], spans[-1][1], n)]
         prio = [0] * (n + 1)
         prio[n] = 7
         for k in range(1, n):
             prio[k] = _priority(text, spans[k - 1][1], spans[k][0])
-        out: list[tuple[str, int]] = []
+        out: list[tuple[int, int, int]] = []
         i = 0
         while i < n:
             limit = min(n, i + self.budget)
@@ -150,7 +157,7 @@ class Chunker:
                         cut, best = k, prio[k]
                         if best >= 6:
                             break
-            out.append((text[spans[i][0] : spans[cut - 1][1]], cut - i))
+            out.append((spans[i][0], spans[cut - 1][1], cut - i))
             if cut >= n:
                 break
             i = self._next_start(prio, i, cut)
@@ -167,17 +174,19 @@ class Chunker:
                 best_k, best = k, p
         return best_k
 
-    def _verify(self, pieces: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    def _verify(self, text: str, pieces: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
         """Re-measure each piece; split any that a fresh tokenization puts over the limit."""
         limit = self.budget + self.special
-        out: list[tuple[str, int]] = []
-        for text, n in pieces:
-            real = self.measure.count_tokens(text)
+        out: list[tuple[int, int, int]] = []
+        for start, end, n in pieces:
+            real = self.measure.count_tokens(text[start:end])
             if real <= limit:
-                out.append((text, real - self.special))
+                out.append((start, end, real - self.special))
                 continue
-            half = len(text) // 2
-            cut = text.rfind(" ", 0, half)
-            cut = cut if cut > 0 else half
-            out.extend(self._verify([(text[:cut].rstrip(), n // 2), (text[cut:].lstrip(), n - n // 2)]))
-        return [(t, n) for t, n in out if t.strip()]
+            half = (end - start) // 2
+            cut = text.rfind(" ", start, start + half)
+            cut = cut if cut > start else start + half
+            left_end = start + len(text[start:cut].rstrip())
+            right_start = end - len(text[cut:end].lstrip())
+            out.extend(self._verify(text, [(start, left_end, n // 2), (right_start, end, n - n // 2)]))
+        return [(s, e, n) for s, e, n in out if text[s:e].strip()]

@@ -22,6 +22,10 @@ class Limits:
     max_ratio: float = 200.0  # DOCX: declared size / compressed size
 
 
+#: between two units in a document's text (chunk offsets count it)
+UNIT_SEPARATOR = "\n\n"
+
+
 @dataclass
 class TextUnit:
     """A piece of a document that keeps its place: the page (1-based) for PDFs, else None."""
@@ -40,6 +44,11 @@ class LoadedDocument:
     pages_read: int = 0
     #: what the user should know about an indexed file ("3 of 120 pages have no text")
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        """The whole text, units joined: chunk offsets (start, end) point into it."""
+        return UNIT_SEPARATOR.join(u.text for u in self.units)
 
     @property
     def chars(self) -> int:

@@ -4,6 +4,10 @@ A parser thread reads and chunks files while the caller's thread embeds, and the
 own thread writes, so parsing and storing overlap with embedding. A file counts as done only
 once all its chunks are stored; ids are deterministic (file + content hash + chunk index)
 and written by upsert, so a cancelled or killed run resumes without duplicates.
+
+A run holds the knowledge base's index lease (core.rag.lease), so a second Corral on the same
+Chroma server is told who is indexing instead of interleaving with it. A rebuild indexes into
+a new generation and swaps it in only when the run ends well.
 """
 
 from __future__ import annotations
@@ -22,11 +26,14 @@ from typing import Any
 
 import numpy as np
 
+from core import failpoints
 from core.errors import CorralError, DocumentUnreadable
-from core.rag.chunker import Chunk, Chunker
+from core.rag.catalogue import FileRecord
+from core.rag.chunker import Chunk, Chunker, ChunkParams
 from core.rag.document import Limits
 from core.rag.embedder import Embedder
-from core.rag.knowledge_base import FileRecord, KnowledgeBase
+from core.rag.knowledge_base import KnowledgeBase
+from core.rag.lease import IndexLease
 from core.rag.loaders import check_size, decode_bytes, kind_of, load_document, scan
 
 FIRST_BATCH = 32
@@ -90,6 +97,30 @@ class _FileWork:
     waiting: int = 0  # received but not yet embedded
     complete: bool = False  # the parser has sent all of this file's chunks
     note: str = ""  # shown next to an indexed file ("3 of 120 pages have no text")
+    #: the first chunk's metadata, when it was stored before the file's end was known
+    head: dict[str, Any] | None = None
+    refill: bool = False  # unchanged, but its chunks lack metadata this version records
+
+
+def chunk_metadata(work: _FileWork, chunk: Chunk) -> dict[str, Any]:
+    """What Chroma keeps with a chunk: enough to rebuild the catalogue and to cite it.
+
+    ``start``/``end`` are the chunk's character offsets in its document's text; the first
+    chunk of a file also carries the file's ``size``, ``mtime_ns`` and, once every chunk is
+    known, ``file_chunks`` (a file without it in Chroma was not finished)."""
+    meta: dict[str, Any] = {"source": str(work.path), "file_name": work.path.name,
+                            "file_hash": work.file_hash, "chunk_index": chunk.index,
+                            "tokens": chunk.tokens, "start": chunk.start, "end": chunk.end,
+                            "mtime_ns": work.mtime_ns}
+    if chunk.page is not None:
+        meta["page"] = chunk.page
+    if chunk.index == 0:
+        meta["size"] = work.size
+        if work.complete:
+            meta["file_chunks"] = work.chunks
+        else:
+            work.head = meta
+    return meta
 
 
 @dataclass
@@ -108,8 +139,13 @@ class IndexJob:
     def __init__(self, kb: KnowledgeBase, paths: Iterable[str | Path], *,
                  embedder: Embedder | None = None, batch_size: int = 128,
                  limits: Limits | None = None, remove_missing: bool = True,
-                 health_sample: int = 8, stop_when: Callable[[], bool] | None = None) -> None:
+                 health_sample: int = 8, stop_when: Callable[[], bool] | None = None,
+                 rebuild: bool = False, params: ChunkParams | None = None) -> None:
+        """``rebuild``: index into a new generation of ``kb`` (with ``embedder`` and
+        ``params``, by default its own) and make it live when the run ends well."""
         self.kb = kb
+        self.rebuild = rebuild
+        self.params = params
         self.paths = [str(Path(p).expanduser().absolute()) for p in paths]
         self.embedder = embedder
         self.batch_size = batch_size
@@ -150,6 +186,25 @@ class IndexJob:
         return ev
 
     def run(self) -> Iterator[IndexEvent]:
+        live = self.kb
+        with IndexLease(live.store, live.collection, live.name):
+            if not self.rebuild:
+                yield from self._run()
+                return
+            self.kb = live.start_rebuild(self.embedder, self.params)
+            swapped = False
+            try:
+                for ev in self._run():
+                    if ev.kind == "done":
+                        self.kb.go_live()
+                        swapped = True
+                    yield ev
+            finally:
+                if not swapped:
+                    self.kb.abandon()  # the old generation stays, whole
+                self.kb.close()
+
+    def _run(self) -> Iterator[IndexEvent]:
         emb = self.embedder or self.kb.embedder()
         self.kb.check_embedder(emb)
         chunker = Chunker(emb, self.kb.params)
@@ -183,7 +238,13 @@ class IndexJob:
                 yield self._event("file", path=str(f), status="skipped", reason=str(exc.strerror))
                 continue
             rec = records.get(str(f))
-            if rec is not None and rec.size == st.st_size and rec.mtime_ns == st.st_mtime_ns:
+            same_stat = rec is not None and rec.size == st.st_size and rec.mtime_ns == st.st_mtime_ns
+            if rec is not None and same_stat and rec.status == "indexed" and \
+                    str(f) in self.kb.stale_metadata:
+                todo.append(_FileWork(f, st.st_size, st.st_mtime_ns, refill=True))
+                s.bytes_total += max(1, st.st_size)
+                continue
+            if rec is not None and same_stat:
                 s.files_done += 1
                 status = "unchanged" if rec.status == "indexed" else "skipped"
                 yield self._event("file", path=str(f), status=status, reason=rec.reason,
@@ -226,9 +287,11 @@ class IndexJob:
             work.file_hash = file_hash(work.path)
             rec = records.get(str(work.path))
             # a skipped file is read again when touched: its reason may have been transient
-            if rec is not None and rec.status == "indexed" and rec.file_hash == work.file_hash:
+            same = rec is not None and rec.status == "indexed" and rec.file_hash == work.file_hash
+            if same and not work.refill:
                 out.put(("same", work, rec))
                 return
+            work.refill = same
             sniff_kind(work.path)
             doc = load_document(work.path, self.limits)
             work.note = "; ".join(doc.notes)
@@ -237,6 +300,10 @@ class IndexJob:
             return
         except OSError as exc:
             out.put(("skip", work, f"cannot read the file ({exc.strerror or exc})"))
+            return
+        failpoints.reached("index.parsed")
+        if work.refill:  # the same chunks again: only their metadata is sent
+            out.put(("fill", work, list(chunker.iter_chunks(doc.units))))
             return
         part: list[Chunk] = []
         sent = 0
@@ -272,21 +339,44 @@ class IndexJob:
 
             def run() -> None:
                 col = kb.collection
+                failpoints.reached("index.finalizing")
                 if status == "indexed":  # drop chunks of older versions of the file
                     kb.store._on(col, lambda c: c.delete(where={"$and": [
-                        {"source": source}, {"file_hash": {"$ne": work.file_hash}}]}))
+                        {"source": source}, {"$or": [{"file_hash": {"$ne": work.file_hash}},
+                                                     {"chunk_index": {"$gte": work.chunks}}]}]}))
+                    if work.head is not None:  # the file is whole now: say so on its head
+                        head = {**work.head, "file_chunks": work.chunks}
+                        kb.store._on(col, lambda c: c.update(
+                            ids=[chunk_id(source, work.file_hash, 0)], metadatas=[head]))
                     kb.keywords.delete_source(source, keep_hash=work.file_hash)
                 elif status == "skipped":
                     kb.store._on(col, lambda c: c.delete(where={"source": source}))
                     kb.keywords.delete_source(source)
+                failpoints.reached("index.old-versions-dropped")
                 kb.catalogue.put(FileRecord(
                     source, work.size, work.mtime_ns, work.file_hash, work.chunks,
                     "skipped" if status == "skipped" else "indexed", reason, time.time()))
+                kb.stale_metadata.discard(source)
 
             ev = IndexEvent(kind="file", path=source, status=status, reason=reason,
                             file_chunks=work.chunks)
             inflight.append((store.submit(run), ev))
             s.bytes_done += max(1, work.size)
+
+        def refill(work: _FileWork, chunks: list[Chunk]) -> None:
+            """An unchanged file stored by an older Corral: complete its chunks' metadata
+            (no embedding), or embed it again if it no longer cuts into the same chunks."""
+            rec = records[str(work.path)]
+            work.chunks, work.complete = len(chunks), True
+            if len(chunks) != rec.chunks:
+                work.waiting += len(chunks)
+                pending.extend((work, c) for c in chunks)
+                return
+            ids = [chunk_id(str(work.path), work.file_hash, c.index) for c in chunks]
+            metas = [chunk_metadata(work, c) for c in chunks]
+            inflight.append((store.submit(lambda: kb.store._on(
+                kb.collection, lambda col: col.update(ids=ids, metadatas=metas))), None))
+            finalize(work, "unchanged", rec.reason)
 
         def drain(keep: int) -> Iterator[IndexEvent]:
             while inflight and (len(inflight) > keep or inflight[0][0].done()):
@@ -303,19 +393,19 @@ class IndexJob:
             pending.clear()
             texts = [c.text for _w, c in batch]
             vectors = emb.embed(texts)
+            failpoints.reached("index.embedded")
             ids = [chunk_id(str(w.path), w.file_hash, c.index) for w, c in batch]
             srcs = [str(w.path) for w, _c in batch]
             hashes = [w.file_hash for w, _c in batch]
             metas: list[dict[str, Any]] = []
             for w, c in batch:
-                meta: dict[str, Any] = {"source": str(w.path), "file_name": w.path.name,
-                                        "file_hash": w.file_hash, "chunk_index": c.index,
-                                        "tokens": c.tokens}
-                if c.page is not None:
-                    meta["page"] = c.page
-                metas.append(meta)
+                metas.append(chunk_metadata(w, c))
             inflight.append((store.upsert(kb.collection, ids, vectors, texts, metas), None))
-            inflight.append((store.submit(lambda: kb.keywords.upsert(ids, srcs, hashes, texts)), None))
+            def keywords() -> None:
+                failpoints.reached("index.stored")
+                kb.keywords.upsert(ids, srcs, hashes, texts)
+
+            inflight.append((store.submit(keywords), None))
             s.chunks += len(batch)
             for i, cid in enumerate(ids):  # reservoir sample for the health check
                 seen += 1
@@ -346,6 +436,8 @@ class IndexJob:
                 if kind == "same":
                     work.chunks = payload.chunks
                     finalize(work, "unchanged", payload.reason)
+                elif kind == "fill":
+                    refill(work, payload)
                 elif kind == "skip":
                     finalize(work, "skipped", payload)
                 else:

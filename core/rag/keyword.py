@@ -1,7 +1,7 @@
 """The keyword side of retrieval: BM25 over the chunk texts, in SQLite beside Chroma.
 
-The chunk texts here are a local cache of what Chroma holds (``sync`` rebuilds them from
-it). Each chunk's words are counted once, when it is stored; ``refresh`` turns the counts
+The chunk texts here are a local cache of what Chroma holds (a knowledge base syncs them
+from it). Each chunk's words are counted once, when it is stored; ``refresh`` turns the counts
 into precomputed BM25 weights, one posting list per word, so that a search only adds up the
 lists of its words. Every word of a query that occurs in the index counts, however common;
 only stopwords are left out, on both sides.
@@ -18,7 +18,6 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -196,21 +195,14 @@ class KeywordIndex:
                 self._changed(db)
             return cur.rowcount
 
-    def sync(self, pages: Iterable[tuple[Sequence[str], Sequence[str], Sequence[dict[str, Any]]]]
-             ) -> int:
-        """Make this cache hold exactly the chunks in ``pages`` (ids, texts, metadatas), as
-        Chroma pages them out; returns the number of chunks. Searchable after refresh()."""
-        seen: set[str] = set()
-        for ids, texts, metas in pages:
-            self.upsert(ids, [str(m.get("source", "")) for m in metas],
-                        [str(m.get("file_hash", "")) for m in metas], texts)
-            seen.update(ids)
+    def delete_ids(self, ids: Iterable[str]) -> int:
+        gone = [(cid,) for cid in ids]
+        if not gone:
+            return 0
         with self._transaction("written") as db:
-            gone = [(cid,) for (cid,) in db.execute("SELECT id FROM chunks") if cid not in seen]
             db.executemany("DELETE FROM chunks WHERE id = ?", gone)
-            if gone:
-                self._changed(db)
-        return len(seen)
+            self._changed(db)
+        return len(gone)
 
     # --- the BM25 postings -----------------------------------------------------------------
 
@@ -294,6 +286,10 @@ class KeywordIndex:
     def count(self) -> int:
         with self._lock, self._errors("read"):
             return int(self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0])
+
+    def ids(self) -> set[str]:
+        with self._lock, self._errors("read"):
+            return {r[0] for r in self._db.execute("SELECT id FROM chunks")}
 
     def ids_of(self, source: str) -> list[str]:
         with self._lock, self._errors("read"):

@@ -1,9 +1,15 @@
-"""Knowledge bases: a Chroma collection (vectors) plus a local catalogue (files, keywords).
+"""Knowledge bases: a Chroma collection (the truth) plus local caches (files, keywords).
 
 The collection's metadata records the embedder (name, spec, mode, dimension) and the chunk
 parameters; opening a knowledge base with another embedder raises EmbedderMismatch rather
-than mixing vector spaces. The local catalogue (``<data>/knowledge/<collection>/``) keeps
-which file versions are fully indexed, the folders it watches, and the keyword index.
+than mixing vector spaces. Its chunks' metadata says which file versions it holds. The local
+folder (``<data>/knowledge/<collection>/``) caches that as a catalogue and a keyword index,
+checked against Chroma and repaired from it whenever the knowledge base opens, and keeps what
+is this machine's own: the folders it indexes and watches.
+
+A rebuild builds a new collection (generation ``n + 1``, state "building") beside the live one
+and swaps on success: it is marked live, then the old one is deleted. Whatever point a kill
+hits, the newest live generation is whole.
 """
 
 from __future__ import annotations
@@ -12,16 +18,16 @@ import hashlib
 import os
 import re
 import shutil
-import sqlite3
-import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core import failpoints
 from core.config import OllamaSettings, Settings, data_dir
 from core.errors import CorralError, EmbedderMismatch, KnowledgeBaseNotFound
+from core.rag.catalogue import Catalogue, FileHead, Repair, repair
 from core.rag.chunker import ChunkParams
 from core.rag.embedder import Embedder, Notice, shared_embedder
 from core.rag.keyword import KeywordIndex
@@ -29,6 +35,8 @@ from core.rag.store import Store, open_store
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,62}$")
 KB_MARK = "corral_kb"
+GENERATION = "corral_generation"  # 0 for the first collection of a knowledge base
+STATE = "corral_state"  # "live" (or absent), or "building" during a rebuild
 
 
 def collection_name(name: str) -> str:
@@ -46,104 +54,6 @@ def check_name(name: str) -> str:
             hint="Use 1-63 letters, digits, spaces, dots, dashes or underscores.",
         )
     return name
-
-
-@dataclass
-class FileRecord:
-    source: str  # absolute path
-    size: int
-    mtime_ns: int
-    file_hash: str
-    chunks: int
-    status: str  # "indexed" or "skipped"
-    reason: str = ""
-    indexed_at: float = 0.0
-
-
-class Catalogue:
-    """The local SQLite side of a knowledge base: file records, sources, settings."""
-
-    _SCHEMA = """
-    PRAGMA journal_mode=WAL;
-    CREATE TABLE IF NOT EXISTS files (
-        source TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, file_hash TEXT,
-        chunks INTEGER, status TEXT, reason TEXT, indexed_at REAL
-    );
-    CREATE TABLE IF NOT EXISTS sources (root TEXT PRIMARY KEY);
-    CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT);
-    CREATE TABLE IF NOT EXISTS excluded (source TEXT PRIMARY KEY);
-    """
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
-        self._lock = threading.Lock()
-        with self._lock:
-            self._db.executescript(self._SCHEMA)
-
-    def get(self, source: str) -> FileRecord | None:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM files WHERE source = ?", (source,)).fetchone()
-        return FileRecord(*row) if row else None
-
-    def all(self) -> dict[str, FileRecord]:
-        with self._lock:
-            rows = self._db.execute("SELECT * FROM files").fetchall()
-        return {r[0]: FileRecord(*r) for r in rows}
-
-    def put(self, rec: FileRecord) -> None:
-        with self._lock, self._db:
-            self._db.execute(
-                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (rec.source, rec.size, rec.mtime_ns, rec.file_hash, rec.chunks, rec.status,
-                 rec.reason, rec.indexed_at),
-            )
-
-    def forget(self, source: str) -> None:
-        with self._lock, self._db:
-            self._db.execute("DELETE FROM files WHERE source = ?", (source,))
-
-    def clear(self) -> None:
-        with self._lock, self._db:
-            self._db.execute("DELETE FROM files")
-
-    def add_sources(self, roots: Iterable[str]) -> None:
-        with self._lock, self._db:
-            self._db.executemany("INSERT OR IGNORE INTO sources VALUES (?)", [(r,) for r in roots])
-
-    def remove_source(self, root: str) -> None:
-        with self._lock, self._db:
-            self._db.execute("DELETE FROM sources WHERE root = ?", (root,))
-
-    def sources(self) -> list[str]:
-        with self._lock:
-            return [r[0] for r in self._db.execute("SELECT root FROM sources ORDER BY root")]
-
-    def exclude(self, source: str) -> None:
-        """Keep ``source`` out when its folder is indexed again (the user removed it)."""
-        with self._lock, self._db:
-            self._db.execute("INSERT OR IGNORE INTO excluded VALUES (?)", (source,))
-
-    def include(self, sources: Iterable[str]) -> None:
-        with self._lock, self._db:
-            self._db.executemany("DELETE FROM excluded WHERE source = ?", [(s,) for s in sources])
-
-    def excluded(self) -> set[str]:
-        with self._lock:
-            return {r[0] for r in self._db.execute("SELECT source FROM excluded")}
-
-    def get_value(self, key: str, default: str = "") -> str:
-        with self._lock:
-            row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else default
-
-    def set_value(self, key: str, value: str) -> None:
-        with self._lock, self._db:
-            self._db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (key, value))
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
 
 
 @dataclass
@@ -172,16 +82,19 @@ class KnowledgeBase:
     """One knowledge base. Get it with ``create_kb``/``open_kb``; close() when done."""
 
     def __init__(self, name: str, store: Store, metadata: dict[str, Any], *,
-                 ollama: OllamaSettings | None = None) -> None:
+                 collection: str = "", ollama: OllamaSettings | None = None) -> None:
         """``ollama``: where an ``ollama:NAME`` embedder finds the server (the settings)."""
         self.name = name
         self.store = store
         self.ollama = ollama
-        self.collection = collection_name(name)
+        self.collection = collection or collection_name(name)
         self.metadata = metadata
-        folder = data_dir() / "knowledge" / self.collection
-        self.catalogue = Catalogue(folder / "catalogue.sqlite3")
-        self.keywords = KeywordIndex(folder / "keywords.sqlite3")
+        self.folder = _folder(self.collection)
+        self.catalogue = Catalogue(self.folder / "catalogue.sqlite3")
+        self.keywords = KeywordIndex(self.folder / "keywords.sqlite3")
+        #: files whose chunks lack what this version of Corral records (start, end, ...)
+        self.stale_metadata: set[str] = set()
+        self.replaces = ""  # while building: the live collection this one will replace
 
     # --- what the metadata says --------------------------------------------------------------
 
@@ -262,17 +175,112 @@ class KnowledgeBase:
             sources=self.catalogue.sources(), watch=self.watch, store=self.store.where,
         )
 
-    def rebuild(self, emb: Embedder | None = None, params: ChunkParams | None = None) -> None:
-        """Drop every vector and record; the next index run starts over (new embedder ok)."""
+    # --- rebuild: a new generation beside the live one, swapped on success -------------------
+
+    @property
+    def building(self) -> bool:
+        return self.metadata.get(STATE) == "building"
+
+    @property
+    def generation(self) -> int:
+        return _generation(self.metadata)
+
+    def start_rebuild(self, emb: Embedder | None = None, params: ChunkParams | None = None
+                      ) -> KnowledgeBase:
+        """A new, empty generation of this knowledge base (another embedder or chunking is
+        fine), not yet live: index into it, then ``go_live()``, or ``abandon()`` it. The caller
+        holds the index lease, so a leftover of an earlier rebuild can be cleared."""
         emb = emb or shared_embedder(self.embedder_spec, self.mode, ollama=self.ollama)
-        params = params or self.params
-        self.store.delete_collection(self.collection)
+        params = (params or self.params).validate()
+        others = _collections_of(self.store, self.name)
+        for cname, meta in others:
+            if meta.get(STATE) == "building":  # a rebuild that was cancelled or killed
+                self.store.delete_collection(cname)
+                shutil.rmtree(_folder(cname), ignore_errors=True)
+        generation = max(_generation(m) for _c, m in others) + 1
+        cname = f"{collection_name(self.name)}-g{generation}"
         kept = {k: v for k, v in self.metadata.items() if k == "corral_hybrid_weight"}
-        self.metadata = {**_metadata(self.name, emb, params), **kept}
-        self.store.create_collection(self.collection, self.metadata)
-        self.catalogue.clear()
-        for source in list(self.keywords_sources()):
-            self.keywords.delete_source(source)
+        meta = {**_metadata(self.name, emb, params), **kept, GENERATION: generation,
+                STATE: "building"}
+        shutil.rmtree(_folder(cname), ignore_errors=True)
+        self.store.create_collection(cname, meta)
+        new = KnowledgeBase(self.name, self.store, meta, collection=cname, ollama=self.ollama)
+        new.catalogue.carry_from(self.catalogue)
+        new.replaces = self.collection
+        return new
+
+    def go_live(self) -> None:
+        """Make this generation the knowledge base, then delete the older ones."""
+        self.store.update_metadata(self.collection, {STATE: "live"})
+        self.metadata[STATE] = "live"
+        failpoints.reached("rebuild.live")
+        for cname, _meta in _collections_of(self.store, self.name):
+            if cname != self.collection:
+                self.store.delete_collection(cname)
+                shutil.rmtree(_folder(cname), ignore_errors=True)
+        self.replaces = ""
+
+    def abandon(self) -> None:
+        """Drop a generation that never went live (a cancelled or failed rebuild)."""
+        if not self.building:
+            raise CorralError("only a rebuild that is not live yet can be abandoned")
+        self.close()
+        self.store.delete_collection(self.collection)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    # --- the caches, checked against Chroma -------------------------------------------------
+
+    def heads(self) -> list[FileHead]:
+        """Every stored file version, from its first chunk."""
+        got = self.store.get(self.collection, where={"chunk_index": 0}, include=("metadatas",))
+        return [FileHead.from_metadata(m or {}) for m in got["metadatas"]]
+
+    def chunk_counts(self) -> dict[tuple[str, str], int]:
+        """Chunks per (source, file hash): a full pass over the metadata."""
+        counts: dict[tuple[str, str], int] = {}
+        for _ids, _texts, metas, _vectors in self.iter_chunks(embeddings=False, texts=False):
+            for m in metas:
+                key = (str(m.get("source", "")), str(m.get("file_hash", "")))
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def reconcile(self) -> Repair:
+        """Check the catalogue and the keyword index against Chroma and repair them.
+
+        Cheap when they agree: the file heads and one count. A file with no vectors is never
+        "unchanged"; a file that is whole in Chroma is listed even if this machine never
+        indexed it (a shared server)."""
+        heads = self.heads()
+        total = self.store.count(self.collection)
+        fixed = repair(self.catalogue, heads)
+        indexed = sum(r.chunks for r in self.catalogue.all().values() if r.status == "indexed")
+        if indexed != total:
+            more = repair(self.catalogue, heads, self.chunk_counts())
+            fixed.dropped += more.dropped
+            fixed.restored += more.restored
+        self.stale_metadata = {h.source for h in heads if h.chunks is None}
+        if self.keywords.count() != total:
+            self.sync_keywords()
+        return fixed
+
+    def sync_keywords(self) -> int:
+        """Bring the keyword cache to the chunks Chroma holds, fetching only missing texts."""
+        have = self.keywords.ids()
+        stored: set[str] = set()
+        for ids, _texts, _metas, _vectors in self.iter_chunks(embeddings=False, texts=False,
+                                                              metadatas=False):
+            stored.update(ids)
+        self.keywords.delete_ids(have - stored)
+        missing = sorted(stored - have)
+        page = 1000
+        for start in range(0, len(missing), page):
+            got = self.store.get(self.collection, ids=missing[start : start + page])
+            self.keywords.upsert(
+                list(got["ids"]), [str((m or {}).get("source", "")) for m in got["metadatas"]],
+                [str((m or {}).get("file_hash", "")) for m in got["metadatas"]],
+                list(got["documents"]))
+        self.keywords.refresh()
+        return len(stored)
 
     def remove_file(self, source: str) -> int:
         """Remove one file's chunks and record; returns how many chunks it had.
@@ -292,10 +300,13 @@ class KnowledgeBase:
             self.catalogue.exclude(source)
         return record.chunks if record is not None else 0
 
-    def iter_chunks(self, *, embeddings: bool = True, page_size: int = 2000
+    def iter_chunks(self, *, embeddings: bool = True, texts: bool = True,
+                    metadatas: bool = True, page_size: int = 2000
                     ) -> Iterator[tuple[list[str], list[str], list[dict[str, Any]], Any]]:
-        """All chunks, a page at a time: (ids, texts, metadatas, embeddings or None)."""
-        include = ("documents", "metadatas", "embeddings") if embeddings else ("documents", "metadatas")
+        """All chunks, a page at a time: (ids, texts, metadatas, embeddings or None); what is
+        not asked for comes back empty."""
+        include = [name for name, wanted in (("documents", texts), ("metadatas", metadatas),
+                                             ("embeddings", embeddings)) if wanted]
         offset = 0
         while True:
             got = self.store.get(self.collection, limit=page_size, offset=offset, include=include)
@@ -303,19 +314,15 @@ class KnowledgeBase:
             if not ids:
                 return
             embs = got.get("embeddings") if embeddings else None
-            yield ids, list(got["documents"]), [dict(m or {}) for m in got["metadatas"]], embs
+            docs = list(got["documents"]) if texts else []
+            metas = [dict(m or {}) for m in got["metadatas"]] if metadatas else []
+            yield ids, docs, metas, embs
             offset += len(ids)
 
     def rebuild_keywords(self) -> int:
         """Refill the keyword index (a local cache) from the chunk texts Chroma holds."""
-        count = self.keywords.sync((ids, texts, metas) for ids, texts, metas, _vectors
-                                   in self.iter_chunks(embeddings=False))
-        self.keywords.refresh()
-        return count
-
-    def keywords_sources(self) -> set[str]:
-        with self.keywords._lock:
-            return {r[0] for r in self.keywords._db.execute("SELECT DISTINCT source FROM chunks")}
+        self.keywords.delete_ids(self.keywords.ids())
+        return self.sync_keywords()
 
     def close(self) -> None:
         self.catalogue.close()
@@ -337,6 +344,31 @@ def _metadata(name: str, emb: Embedder, params: ChunkParams) -> dict[str, Any]:
     }
 
 
+def _folder(collection: str) -> Path:
+    return data_dir() / "knowledge" / collection
+
+
+def _generation(meta: dict[str, Any]) -> int:
+    try:
+        return int(meta.get(GENERATION, 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _collections_of(store: Store, name: str,
+                    listing: list[tuple[str, dict[str, Any]]] | None = None
+                    ) -> list[tuple[str, dict[str, Any]]]:
+    """Every collection (every generation) of the knowledge base ``name``."""
+    base = collection_name(name)
+    return [(c, m) for c, m in (listing if listing is not None else store.list_collections())
+            if m.get(KB_MARK) == name and (c == base or c.startswith(base + "-g"))]
+
+
+def _live(collections: list[tuple[str, dict[str, Any]]]) -> tuple[str, dict[str, Any]] | None:
+    live = [(c, m) for c, m in collections if m.get(STATE) != "building"]
+    return max(live, key=lambda cm: _generation(cm[1])) if live else None
+
+
 def _store(store: Store | None, settings: Settings) -> Store:
     return store if store is not None else open_store(settings)
 
@@ -351,45 +383,68 @@ def create_kb(name: str, *, settings: Settings, embedder: str = "", mode: str = 
     """
     name = check_name(name)
     st = _store(store, settings)
-    col = collection_name(name)
-    existing = dict(st.list_collections())
-    if col in existing:
+    live = _live(_collections_of(st, name))
+    if live is not None:
         if exist_ok:
-            return KnowledgeBase(name, st, existing[col], ollama=settings.ollama)
+            return _opened(name, st, live, settings)
         raise CorralError(f"a knowledge base called '{name}' already exists")
     emb = shared_embedder(embedder or settings.embedder.default, mode or settings.embedder.mode,
                           notice=notice, ollama=settings.ollama)
     meta = _metadata(name, emb, (params or ChunkParams()).validate())
+    col = collection_name(name)
+    shutil.rmtree(_folder(col), ignore_errors=True)  # the caches of an earlier namesake
     st.create_collection(col, meta)
     return KnowledgeBase(name, st, meta, ollama=settings.ollama)
 
 
+def _opened(name: str, store: Store, live: tuple[str, dict[str, Any]],
+            settings: Settings) -> KnowledgeBase:
+    """The live generation, its caches checked against Chroma."""
+    kb = KnowledgeBase(name, store, live[1], collection=live[0], ollama=settings.ollama)
+    try:
+        kb.reconcile()
+    except BaseException:
+        kb.close()
+        raise
+    return kb
+
+
 def open_kb(name: str, *, settings: Settings, store: Store | None = None) -> KnowledgeBase:
     st = _store(store, settings)
-    col = collection_name(name)
-    for cname, meta in st.list_collections():
-        if cname == col and meta.get(KB_MARK) == name:
-            return KnowledgeBase(name, st, meta, ollama=settings.ollama)
-    raise KnowledgeBaseNotFound(
-        f"no knowledge base called '{name}'", hint="Create it with: corral kb create NAME."
-    )
+    collections = _collections_of(st, name)
+    live = _live(collections)
+    if live is None:
+        raise KnowledgeBaseNotFound(
+            f"no knowledge base called '{name}'", hint="Create it with: corral kb create NAME.")
+    for cname, meta in collections:  # a swap that a kill cut short: the newest live one won
+        if meta.get(STATE) != "building" and _generation(meta) < _generation(live[1]):
+            st.delete_collection(cname)
+            shutil.rmtree(_folder(cname), ignore_errors=True)
+    return _opened(name, st, live, settings)
 
 
 def list_kbs(*, settings: Settings, store: Store | None = None) -> list[KnowledgeBaseInfo]:
     st = _store(store, settings)
+    listing = st.list_collections()
+    names = {str(m[KB_MARK]) for _c, m in listing if KB_MARK in m}
     out = []
-    for cname, meta in st.list_collections():
-        if KB_MARK in meta and collection_name(str(meta[KB_MARK])) == cname:
-            kb = KnowledgeBase(str(meta[KB_MARK]), st, meta, ollama=settings.ollama)
-            try:
-                out.append(kb.info())
-            finally:
-                kb.close()
+    for name in names:
+        live = _live(_collections_of(st, name, listing))
+        if live is None:
+            continue
+        kb = _opened(name, st, live, settings)
+        try:
+            out.append(kb.info())
+        finally:
+            kb.close()
     return sorted(out, key=lambda i: i.name.lower())
 
 
 def remove_kb(name: str, *, settings: Settings, store: Store | None = None) -> None:
-    kb = open_kb(name, settings=settings, store=store)
-    kb.close()
-    kb.store.delete_collection(kb.collection)
-    shutil.rmtree(data_dir() / "knowledge" / kb.collection, ignore_errors=True)
+    st = _store(store, settings)
+    collections = _collections_of(st, name)
+    if _live(collections) is None:
+        raise KnowledgeBaseNotFound(f"no knowledge base called '{name}'")
+    for cname, _meta in collections:
+        st.delete_collection(cname)
+        shutil.rmtree(_folder(cname), ignore_errors=True)

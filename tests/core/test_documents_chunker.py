@@ -3,6 +3,8 @@ and cut at headings and paragraphs where the text allows."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -69,3 +71,19 @@ def test_bad_parameters_are_refused() -> None:
 
     with pytest.raises(CorralError):
         ChunkParams(chunk_tokens=64, overlap_tokens=40).validate()
+
+
+def test_every_chunk_knows_where_it_lies_in_its_document(minilm, monkeypatch) -> None:
+    """start/end point into LoadedDocument.text: pages joined, long texts cut in segments."""
+    import core.rag.chunker as chunker_module
+    from core.rag.document import LoadedDocument
+
+    monkeypatch.setattr(chunker_module, "SEGMENT_CHARS", 900)  # several segments per page
+    units = [TextUnit("page one", 1), TextUnit(prose(3, 700), 2), TextUnit(("Überall ⌘ " * 90).strip(), 3)]
+    doc = LoadedDocument(path=Path("x.pdf"), kind="pdf", units=units)
+    chunks = Chunker(minilm, ChunkParams(chunk_tokens=64, overlap_tokens=8)).chunk_units(units)
+    assert len(chunks) > 10
+    for chunk in chunks:
+        assert doc.text[chunk.start : chunk.end] == chunk.text
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    assert chunks[-1].end == len(doc.text)

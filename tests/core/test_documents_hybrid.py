@@ -14,7 +14,7 @@ import pytest
 from core.cli import main
 from core.config import Settings
 from core.rag import retriever as retriever_module
-from core.rag.knowledge_base import KnowledgeBase, create_kb
+from core.rag.knowledge_base import KnowledgeBase, create_kb, open_kb
 from core.rag.retriever import RRF_K, Retriever
 from core.rag.store import close_stores, open_store
 from tests.core.test_documents_keyword import BOTH, common_corpus
@@ -120,8 +120,11 @@ def test_keyword_hits_below_collapsed_duplicates_still_reach_the_top_k(kb: Knowl
 
 
 def test_the_keyword_index_is_rebuilt_from_the_texts_chroma_holds(kb: KnowledgeBase) -> None:
-    kb.keywords.sync([])  # the local cache lost (a new machine, a deleted folder)
+    kb.keywords.delete_ids(kb.keywords.ids())  # the cache lost (a new machine, a deleted folder)
     assert Retriever(kb).search("python timeout", k=3, mode="keyword", threshold=ANY) == []
+    again = open_kb(kb.name, settings=Settings(), store=kb.store)  # opening checks the caches
+    again.close()
+    assert kb.keywords.count() == N + 5
     assert kb.rebuild_keywords() == N + 5
     hits = Retriever(kb).search("python timeout", k=3, mode="keyword", threshold=ANY)
     assert hits[0].id == f"c{BOTH}" and hits[0].file_name == f"f{BOTH // 10}.txt"

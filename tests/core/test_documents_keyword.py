@@ -116,11 +116,11 @@ def test_a_second_connection_sees_what_the_first_wrote(tmp_path: Path) -> None:
     reader.close()
 
 
-def test_sync_rebuilds_the_cache_from_the_chunks_chroma_holds(tmp_path: Path) -> None:
+def test_dropping_ids_takes_their_words_out_of_the_index(tmp_path: Path) -> None:
     index = build(tmp_path / "k.sqlite3", ["stale chunk about violins", "kept chunk"])
-    pages = [(["c1", "c9"], ["kept chunk", "new chunk about violins"],
-              [{"source": "/docs/a.txt", "file_hash": "h1"}, {"source": "/docs/b.txt"}])]
-    assert index.sync(pages) == 2
+    assert index.ids() == {"c0", "c1"}
+    assert index.delete_ids(["c0"]) == 1
+    index.upsert(["c9"], ["/docs/b.txt"], ["h2"], ["new chunk about violins"])
     assert index.count() == 2
     assert [c for c, _s in index.search("violins", 5)] == ["c9"]
     assert index.ids_of("/docs/b.txt") == ["c9"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from core.config import Settings
-from core.rag.indexing import index_paths
+from core.rag.indexing import IndexJob, index_paths
 from core.rag.knowledge_base import create_kb, open_kb
 from core.rag.retriever import Hit, Retriever, format_context
 from core.rag.store import Store
@@ -79,7 +79,7 @@ def test_context_is_fenced_marked_as_data_and_cleaned() -> None:
 def test_the_hybrid_weight_stays_with_the_knowledge_base(kb) -> None:
     assert kb.hybrid_weight == 0.5  # plain reciprocal-rank fusion unless the user says else
     kb.hybrid_weight = 0.7
-    kb.rebuild()  # a re-index with another embedder keeps the user's weighting
+    list(IndexJob(kb, [], rebuild=True))  # a re-index with another embedder keeps the weighting
     again = open_kb("r", settings=Settings(), store=kb.store)
     try:
         assert again.hybrid_weight == 0.7

@@ -57,7 +57,7 @@ def test_another_embedder_is_refused(store: Store, kb_name: str, minilm_embedder
     with pytest.raises(EmbedderMismatch) as info:
         list(IndexJob(kb, [], embedder=other))
     assert "re-index" in info.value.sentence().lower()
-    kb.rebuild(other)  # what the user is offered: start over with the new embedder
+    list(IndexJob(kb, [], embedder=other, rebuild=True))  # what the user is offered
     assert open_kb(kb_name, settings=Settings(), store=store).mode == "fast"
     kb.close()
 

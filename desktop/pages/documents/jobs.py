@@ -13,9 +13,10 @@ from desktop.jobs import Job
 
 if TYPE_CHECKING:  # core's heavy modules load in the workers, when first needed
     from core.config import Settings
+    from core.rag.catalogue import FileRecord
     from core.rag.chunker import ChunkParams
     from core.rag.embedder import Embedder
-    from core.rag.knowledge_base import FileRecord, KnowledgeBase, KnowledgeBaseInfo
+    from core.rag.knowledge_base import KnowledgeBase, KnowledgeBaseInfo
     from core.rag.retriever import Hit
 
 #: (embedder spec, speed mode, chunk params or None: keep the knowledge base's)
@@ -157,8 +158,9 @@ def index_job(job: Job, settings: Settings, name: str, paths: list[str] | None,
               only_if_changed: bool = False, rebuild: Rebuild | None = None) -> dict[str, Any]:
     """Index ``paths`` (None: the knowledge base's own sources) and report every event.
 
-    ``rebuild`` = (embedder spec, mode, chunk params or None): drop every vector first and
-    index the sources again with that embedder; vectors of two embedders never mix.
+    ``rebuild`` = (embedder spec, mode, chunk params or None): index the sources again with
+    that embedder into a new collection, which replaces the old one only when the run ends
+    well (a cancel keeps the old one); vectors of two embedders never mix.
     """
     from core.rag.embedder import shared_embedder
     from core.rag.indexing import IndexJob, has_changes
@@ -180,16 +182,15 @@ def index_job(job: Job, settings: Settings, name: str, paths: list[str] | None,
             job.progress(None, "Loading the embedding model…")
             emb = shared_embedder(spec, mode, ollama=settings.ollama,
                                   notice=lambda t: summary["notes"].append(_sentence(t)))
-            job.check()
-            job.progress(None, "Dropping the old vectors…")
-            kb.rebuild(emb, params)
             summary["rebuilt"] = True
         elif not roots or (only_if_changed and not has_changes(kb, roots)):
             return summary
         else:
             emb = _kb_embedder(job, kb, roots, summary["notes"])
         job.check()
-        index = IndexJob(kb, roots, embedder=emb, stop_when=lambda: job.cancelled)
+        # a rebuild indexes into a new generation and swaps it in when the run ends well
+        index = IndexJob(kb, roots, embedder=emb, stop_when=lambda: job.cancelled,
+                         rebuild=rebuild is not None, params=rebuild[2] if rebuild else None)
         for ev in index:
             if ev.kind == "file":
                 summary[ev.status] = summary.get(ev.status, 0) + 1

@@ -27,9 +27,10 @@ from desktop.pages.documents.runs import KEEP_BAR, IndexRunner, Outcome
 from desktop.pages.documents.widgets import DocumentsLayout, KnowledgeBaseDialog, describe_kb
 
 if TYPE_CHECKING:
+    from core.rag.catalogue import FileRecord
     from core.rag.chunker import ChunkParams
     from core.rag.indexing import IndexEvent
-    from core.rag.knowledge_base import FileRecord, KnowledgeBaseInfo
+    from core.rag.knowledge_base import KnowledgeBaseInfo
     from core.rag.retriever import Hit
 
 WATCH_INTERVAL_MS = 10000

@@ -38,9 +38,10 @@ from PySide6.QtWidgets import (
 from desktop.widgets.embedder import embedder_mode_box, embedder_spec_edit
 
 if TYPE_CHECKING:
+    from core.rag.catalogue import FileRecord
     from core.rag.chunker import ChunkParams
     from core.rag.indexing import IndexEvent
-    from core.rag.knowledge_base import FileRecord, KnowledgeBaseInfo
+    from core.rag.knowledge_base import KnowledgeBaseInfo
     from core.rag.retriever import Hit
 
 STATUS_TEXT = {"indexed": "Indexed", "unchanged": "Unchanged", "skipped": "Skipped",
