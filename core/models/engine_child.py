@@ -297,6 +297,12 @@ class _Child:
         try:
             if self.is_cancelled():
                 raise RuntimeError("cancelled before it started")
+            cached = int(self.llm.n_tokens)
+            if 0 < len(prompt) <= cached and list(self.llm.input_ids[: len(prompt)]) == prompt:
+                # The same prompt again (Regenerate, a repeated API call): llama-cpp-python
+                # would read only its last token anew, whose logits differ slightly from a
+                # whole-prompt pass, so a greedy answer could change. Read it all again.
+                self.llm.reset()
             stream = self.llm.create_completion(
                 prompt, stream=True, stopping_criteria=StoppingCriteriaList([stop_check]),
                 **params)

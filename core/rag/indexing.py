@@ -340,6 +340,10 @@ class IndexJob:
             def run() -> None:
                 col = kb.collection
                 failpoints.reached("index.finalizing")
+                old = records.get(source)
+                if old is not None and old.status == "indexed" and (
+                        status == "skipped" or old.file_hash != work.file_hash):
+                    kb.catalogue.forget(source)  # it never claims vectors being dropped
                 if status == "indexed":  # drop chunks of older versions of the file
                     kb.store._on(col, lambda c: c.delete(where={"$and": [
                         {"source": source}, {"$or": [{"file_hash": {"$ne": work.file_hash}},

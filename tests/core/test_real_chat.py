@@ -108,6 +108,14 @@ def test_greedy_answers_repeat_after_an_engine_restart(backend: LlamaCppBackend)
     assert after.content == before.content and after.finish_reason == before.finish_reason
 
 
+def test_the_same_greedy_request_twice_in_one_engine_gives_the_same_answer(
+        backend: LlamaCppBackend) -> None:
+    """Regenerate, or an API client asking again: the cached prompt is read anew."""
+    answers = [turn(backend, "Say hello")[-1].message for _ in range(2)]
+    assert answers[0] is not None and answers[1] is not None
+    assert answers[0].content == answers[1].content
+
+
 def test_stop_keeps_the_partial_answer(backend: LlamaCppBackend) -> None:
     session = ChatSession(backend, store=HistoryStore(), fmt="model",
                           params=GenerationParams(max_tokens=24, temperature=0.0, seed=7))
