@@ -1,4 +1,5 @@
-"""The status bar: whether Ollama answers at the configured host, and whether work runs."""
+"""The status bar: whether Ollama answers at the configured host, whether work runs, and
+where the local API serves."""
 
 from __future__ import annotations
 
@@ -30,6 +31,10 @@ class StatusBar(QStatusBar):
         self.busy.setObjectName("busyStatus")
         self.addPermanentWidget(self.busy)
         self.addPermanentWidget(self.ollama)
+        from desktop.serve import serve_status
+
+        self.api = serve_status(ctx, self)  # the local API (issue 18): address, off or error
+        self.addPermanentWidget(self.api)
         ctx.jobs.busy_changed.connect(self._on_busy)
         ctx.bus.status_message.connect(lambda text, ms: self.showMessage(text, ms))
         ctx.bus.error.connect(lambda text: self.showMessage("⚠ " + text, 12000))

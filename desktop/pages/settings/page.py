@@ -22,6 +22,7 @@ from core.models.pool import use_settings
 from desktop.context import AppContext
 from desktop.jobs import Job, Worker
 from desktop.layout import page_title, scrolling_column
+from desktop.serve import serve_fields
 from desktop.widgets.embedder import embedder_mode_box, embedder_spec_edit
 
 
@@ -99,6 +100,8 @@ class SettingsPage(QWidget):
         self.max_tokens.setRange(1, 131072)
         self.max_tokens.setValue(s.chat.max_tokens)
         col.addWidget(_group("Chat defaults", [("Temperature", self.temperature), ("Max tokens", self.max_tokens)]))
+        serve_box, self._write_serve = serve_fields(ctx)  # issue 18: the local API switch
+        col.addWidget(serve_box)
         col.addStretch(1)
 
         self.problem = QLabel("")  # why the settings are not saved, while that holds
@@ -138,6 +141,7 @@ class SettingsPage(QWidget):
         s.embedder.mode = str(self.embedder_mode.currentData())
         s.chat.temperature = self.temperature.value()
         s.chat.max_tokens = self.max_tokens.value()
+        self._write_serve()
         problem = self.ctx.save_settings()
         if problem is not None:
             self._show_problem(problem)  # beside the button, as well as in the status bar
