@@ -344,16 +344,20 @@ class IndexJob:
                 if old is not None and old.status == "indexed" and (
                         status == "skipped" or old.file_hash != work.file_hash):
                     kb.catalogue.forget(source)  # it never claims vectors being dropped
-                if status == "indexed":  # drop chunks of older versions of the file
+                known = kb.stored_sources
+                if status == "indexed" and (known is None or source in known):
+                    # drop the chunks of older versions of the file
                     kb.store._on(col, lambda c: c.delete(where={"$and": [
                         {"source": source}, {"$or": [{"file_hash": {"$ne": work.file_hash}},
                                                      {"chunk_index": {"$gte": work.chunks}}]}]}))
-                    if work.head is not None:  # the file is whole now: say so on its head
-                        head = {**work.head, "file_chunks": work.chunks}
-                        kb.store._on(col, lambda c: c.update(
-                            ids=[chunk_id(source, work.file_hash, 0)], metadatas=[head]))
                     kb.keywords.delete_source(source, keep_hash=work.file_hash)
-                elif status == "skipped":
+                if status == "indexed" and known is not None:
+                    known.add(source)
+                if status == "indexed" and work.head is not None:
+                    head = {**work.head, "file_chunks": work.chunks}  # the file is whole now
+                    kb.store._on(col, lambda c: c.update(
+                        ids=[chunk_id(source, work.file_hash, 0)], metadatas=[head]))
+                if status == "skipped":
                     kb.store._on(col, lambda c: c.delete(where={"source": source}))
                     kb.keywords.delete_source(source)
                 failpoints.reached("index.old-versions-dropped")

@@ -95,6 +95,9 @@ class KnowledgeBase:
         #: files whose chunks lack what this version of Corral records (start, end, ...)
         self.stale_metadata: set[str] = set()
         self.replaces = ""  # while building: the live collection this one will replace
+        #: sources with chunks in Chroma when the caches were checked (None: not known);
+        #: a file outside it has no older version to drop
+        self.stored_sources: set[str] | None = None
 
     # --- what the metadata says --------------------------------------------------------------
 
@@ -205,6 +208,7 @@ class KnowledgeBase:
         shutil.rmtree(_folder(cname), ignore_errors=True)
         self.store.create_collection(cname, meta)
         new = KnowledgeBase(self.name, self.store, meta, collection=cname, ollama=self.ollama)
+        new.stored_sources = set()
         new.catalogue.carry_from(self.catalogue)
         new.replaces = self.collection
         return new
@@ -259,6 +263,7 @@ class KnowledgeBase:
             fixed.dropped += more.dropped
             fixed.restored += more.restored
         self.stale_metadata = {h.source for h in heads if h.chunks is None}
+        self.stored_sources = {h.source for h in heads}
         if self.keywords.count() != total:
             self.sync_keywords()
         return fixed
@@ -394,7 +399,9 @@ def create_kb(name: str, *, settings: Settings, embedder: str = "", mode: str = 
     col = collection_name(name)
     shutil.rmtree(_folder(col), ignore_errors=True)  # the caches of an earlier namesake
     st.create_collection(col, meta)
-    return KnowledgeBase(name, st, meta, ollama=settings.ollama)
+    kb = KnowledgeBase(name, st, meta, ollama=settings.ollama)
+    kb.stored_sources = set()  # a new collection holds nothing
+    return kb
 
 
 def _opened(name: str, store: Store, live: tuple[str, dict[str, Any]],

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(autouse=True)
-def _close_stores():
+def _close_stores(store_settings):
+    """Every command runs against an embedded store and against a `chroma run` server."""
     yield
     close_stores()
 

@@ -11,7 +11,6 @@ from core.config import Settings
 from core.rag.indexing import IndexJob, index_paths
 from core.rag.knowledge_base import create_kb, open_kb
 from core.rag.retriever import Hit, Retriever, format_context
-from core.rag.store import Store
 from tests.fixtures.documents import minilm_embedder, prose
 
 __all__ = ["minilm_embedder"]
@@ -19,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def kb(tmp_path: Path, minilm_embedder):
+def kb(tmp_path: Path, minilm_embedder, any_store):
     docs = tmp_path / "docs"
     docs.mkdir()
     for i in range(4):
@@ -27,12 +26,10 @@ def kb(tmp_path: Path, minilm_embedder):
     (docs / "parts.txt").write_text("Replacement part ZX-4471Q fits the older pump housing.", encoding="utf-8")
     (docs / "copy-a.txt").write_text("The lighthouse keeper logs the weather every hour.", encoding="utf-8")
     (docs / "copy-b.txt").write_text("The lighthouse keeper logs the weather every hour.", encoding="utf-8")
-    st = Store(mode="embedded", path=tmp_path / "chroma").open()
-    kb = create_kb("r", settings=Settings(), store=st)
+    kb = create_kb("r", settings=Settings(), store=any_store)
     index_paths(kb, [docs])
     yield kb
     kb.close()
-    st.close()
 
 
 def test_keyword_fusion_finds_an_exact_part_number(kb) -> None:

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,17 +36,10 @@ KILL_POINTS = ["index.parsed:2", "index.embedded:2", "index.stored:2", "index.fi
                "index.old-versions-dropped:1", "index.parsed:1"]
 
 
-@pytest.fixture(params=["embedded", "server"])
-def where(request: pytest.FixtureRequest, corral_home: Path) -> Iterator[Settings]:
+@pytest.fixture
+def where(store_settings: Settings) -> Settings:
     """Settings naming an embedded store under CORRAL_HOME or the session's `chroma run`."""
-    if request.param == "embedded":
-        settings = Settings()
-    else:
-        server = request.getfixturevalue("chroma_server")
-        settings = Settings(store=StoreSettings(mode="server", host=server.host, port=server.port))
-    settings.save()  # the child processes read it
-    yield settings
-    close_stores()
+    return store_settings
 
 
 def store_for(settings: Settings) -> Store:
