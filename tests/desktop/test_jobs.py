@@ -212,3 +212,23 @@ def test_drop_silences_a_group_without_a_new_job(qtbot, ctx) -> None:
     fresh = ctx.jobs.run(gated(gate, "fresh"), group="detail", **log.callbacks())
     qtbot.waitUntil(lambda: fresh.is_done, timeout=WAIT)
     assert ("result", "fresh") in log.calls
+
+
+def test_thousands_of_progress_reports_and_partials_do_not_crash_the_app(qtbot, ctx) -> None:
+    """A long answer streams thousands of partials. PySide6 6.12.0 on Python 3.11 dropped a
+    reference to True on every Signal.emit, and the app aborted after ~600 of them."""
+    import sys
+
+    log = Log()
+    before = sys.getrefcount(True)
+
+    def chatty(job) -> int:
+        for i in range(3000):
+            job.progress(i / 3000, "token")
+            job.partial(i)
+        return 3000
+
+    ctx.jobs.run(chatty, group="chatty", **log.callbacks())
+    qtbot.waitUntil(lambda: "done" in log.names(), timeout=60000)
+    assert ("result", 3000) in log.calls
+    assert sys.getrefcount(True) >= before - 50  # not one lost per emit
