@@ -247,6 +247,50 @@ class _Child:
         probs /= probs.sum()
         return {"probs": {str(c): float(probs[int(c)]) for c in msg["candidates"]}}
 
+    def op_score(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Next-token log-probabilities over a token sequence (the workshop's perplexity and
+        KL divergence), as llama.cpp's perplexity tool does: the ids are cut into chunks of
+        ``chunk`` tokens, each evaluated from an empty cache, and the second half of each
+        chunk is scored. Returns each scored token's negative log-likelihood and the model's
+        top token; ``out`` names a .npy file for the scored rows' log-softmax (float32)."""
+        import numpy as np
+        from llama_cpp._internals import LlamaBatch
+
+        llm, ids = self.llm, [int(i) for i in msg["ids"]]
+        chunk = min(int(msg["chunk"]), llm.n_ctx(), llm.n_batch)
+        n_vocab = llm.n_vocab()
+        batch: Any = LlamaBatch(n_tokens=chunk, embd=0, n_seq_max=1, verbose=False)
+        nll: list[float] = []
+        top: list[int] = []
+        rows: list[Any] = []
+        started = time.perf_counter()
+        evaluated = 0
+        try:
+            for start in range(0, len(ids) - chunk + 1, chunk):
+                if self.is_cancelled():
+                    raise RuntimeError("cancelled")
+                part = ids[start:start + chunk]
+                llm._ctx.kv_cache_clear()
+                batch.set_batch(part, n_past=0, logits_all=True)
+                llm._ctx.decode(batch)
+                evaluated += len(part)
+                logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(chunk, n_vocab))
+                scored = logits[chunk // 2:chunk - 1].astype(np.float64)
+                scored -= scored.max(axis=1, keepdims=True)
+                logp = scored - np.log(np.exp(scored).sum(axis=1, keepdims=True))
+                targets = np.asarray(part[chunk // 2 + 1:chunk])
+                nll.extend((-logp[np.arange(len(targets)), targets]).tolist())
+                top.extend(logp.argmax(axis=1).tolist())
+                if msg.get("out"):
+                    rows.append(logp.astype(np.float32))
+        finally:
+            batch.close()
+            llm.reset()
+        if msg.get("out") and rows:
+            np.save(msg["out"], np.concatenate(rows))
+        return {"nll": nll, "top": top, "evaluated": evaluated,
+                "seconds": time.perf_counter() - started}
+
     def op_embed(self, msg: dict[str, Any]) -> dict[str, Any]:
         import numpy as np
 

@@ -1,0 +1,1 @@
+"""The model workshop: quantize, merge and measure GGUF models (no Qt)."""
