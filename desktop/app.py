@@ -45,6 +45,8 @@ PAGES: list[tuple[str, str, str, str]] = [
     ("Documents", "desktop.pages.documents.page", "DocumentsPage", "Knowledge bases for grounded chat."),
     ("Tokens", "desktop.pages.tokens.page", "TokensPage", "How tokenizers split your text."),
     ("Embeddings", "desktop.pages.embeddings.page", "EmbeddingsPage", "Similarity and corpus maps."),
+    ("Workshop", "desktop.pages.workshop.page", "WorkshopPage", "Quantize and merge models, and measure the cost."),
+    ("Lab", "desktop.pages.lab.page", "LabPage", "Word vectors to sentence embeddings, on your text."),
     ("Safety", "desktop.pages.safety.page", "SafetyPage", "Llama Guard checks and the audit log."),
     ("Settings", "desktop.pages.settings.page", "SettingsPage", "Hosts, stores and defaults."),
 ]
