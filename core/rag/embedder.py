@@ -153,8 +153,9 @@ class SentenceTransformerEmbedder(WordPieceTokens):
                     from sentence_transformers import SentenceTransformer
                 except ImportError as exc:
                     raise FeatureUnavailable(
-                        "sentence-transformers is not installed",
-                        hint="Install Corral's dependencies.",
+                        "the standard embedder needs torch and sentence-transformers, which "
+                        "this copy of Corral leaves out",
+                        hint="Use the fast mode, or install Corral from pip.",
                     ) from exc
                 try:
                     model = SentenceTransformer(
@@ -335,7 +336,8 @@ def _byte_to_char_index(text: str) -> Callable[[int], int]:
 # --- the factory ------------------------------------------------------------------------
 
 
-def _fast_hook(folder: Path, mode: str, name: str, spec: str, notice: Notice | None) -> Embedder | None:
+def _fast_hook(folder: Path, mode: str, name: str, spec: str, notice: Notice | None,
+               calibration: str = "") -> Embedder | None:
     """The fast embedder (``core.rag.fast_embedder``) for ``mode``, or None (after telling the
     user why) when it cannot run here: OpenVINO or nncf not installed, a model the fast modes
     cannot reproduce, a failed export, a cache that cannot be written. Anything else is a bug
@@ -343,7 +345,7 @@ def _fast_hook(folder: Path, mode: str, name: str, spec: str, notice: Notice | N
     """
     try:
         emb: Embedder = fast_embedder.make_fast_embedder(folder, mode, name=name, spec=spec,
-                                                         notice=notice)
+                                                         notice=notice, calibration_id=calibration)
         return emb
     except CorralError as exc:
         reason = f"the {mode} embedder failed: {exc.message}"
@@ -357,7 +359,7 @@ def _fast_hook(folder: Path, mode: str, name: str, spec: str, notice: Notice | N
 
 
 def make_embedder(spec: str = "minilm", mode: str = "standard", *, notice: Notice | None = None,
-                  ollama: OllamaSettings | None = None) -> Embedder:
+                  ollama: OllamaSettings | None = None, calibration: str = "") -> Embedder:
     """Build the embedder named by ``spec`` ('minilm', a model folder, 'ollama:NAME', a .gguf).
 
     ``mode`` 'fast'/'fastest' apply to sentence-transformers models; when they cannot be
@@ -373,7 +375,7 @@ def make_embedder(spec: str = "minilm", mode: str = "standard", *, notice: Notic
         name = MINILM_NAME if kind == "minilm" else Path(detail).name
         spec_text = "minilm" if kind == "minilm" else str(Path(detail).resolve())
         if mode != "standard":
-            fast = _fast_hook(folder, mode, name, spec_text, notice)
+            fast = _fast_hook(folder, mode, name, spec_text, notice, calibration)
             if fast is not None:
                 return fast
         return SentenceTransformerEmbedder(folder, name=name, spec=spec_text)
@@ -395,17 +397,17 @@ _shared_lock = threading.Lock()
 
 
 def shared_embedder(spec: str = "minilm", mode: str = "standard", *, notice: Notice | None = None,
-                    ollama: OllamaSettings | None = None) -> Embedder:
-    """A process-wide cached embedder per (spec, mode) (and Ollama address): the model loads
-    once. Arguments as for ``make_embedder``."""
-    key: tuple[Any, ...] = (spec or "minilm", mode)
+                    ollama: OllamaSettings | None = None, calibration: str = "") -> Embedder:
+    """A process-wide cached embedder per (spec, mode, calibration) (and Ollama address): the
+    model loads once. Arguments as for ``make_embedder``."""
+    key: tuple[Any, ...] = (spec or "minilm", mode, calibration)
     if parse_spec(spec)[0] == "ollama":
         o = ollama or OllamaSettings()
         key += (o.host, o.connect_timeout, o.read_timeout)
     with _shared_lock:
         emb = _shared.get(key)
         if emb is None:
-            emb = make_embedder(spec, mode, notice=notice, ollama=ollama)
+            emb = make_embedder(spec, mode, notice=notice, ollama=ollama, calibration=calibration)
             _shared[key] = emb
         return emb
 

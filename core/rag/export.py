@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -125,10 +126,90 @@ def model_fingerprint(folder: Path, root: Path | None = None) -> str:
     return digest
 
 
-def variant_dir(folder: Path, mode: str, root: Path | None = None) -> Path:
-    """Where the export of ``folder`` for ``mode`` lives: <root>/<model hash>/<mode>/."""
+def variant_dir(folder: Path, mode: str, root: Path | None = None, calibration: str = "") -> Path:
+    """Where the export of ``folder`` for ``mode`` lives: <root>/<model hash>/<mode>/, and
+    for 'fastest' one folder per calibration, <mode>-<calibration id>/ (an older cache's
+    single 'fastest' folder when no id is named). A packaged Corral ships read-only exports in
+    the folder CORRAL_BUNDLED_EMBEDDERS names: one found there wins when no root is given."""
+    shipped = os.environ.get("CORRAL_BUNDLED_EMBEDDERS")
+    if root is None and shipped and not calibration:
+        bundled = Path(shipped) / model_fingerprint(folder, Path(shipped))[:16] / mode
+        if is_ready(bundled):
+            return bundled
     root = root or cache_root()
-    return root / model_fingerprint(folder, root)[:16] / mode
+    base = root / model_fingerprint(folder, root)[:16]
+    return base / (f"{mode}-{calibration}" if mode == "fastest" and calibration else mode)
+
+
+# --- calibrations: the passages an int8 model was calibrated on, kept to rebuild it -------
+
+_MIN_OWN_PASSAGES = 16
+_MAX_PASSAGES = 64
+
+
+def calibration_passages(texts: Sequence[str]) -> tuple[list[str], str]:
+    """Calibration inputs: passages plus one short, query-like sentence from each.
+
+    Fewer than 16 passages of the user's own are topped up with the built-in sample.
+    """
+    own = [t.strip() for t in texts if t and t.strip()]
+    own = own[:: max(1, len(own) // _MAX_PASSAGES)][:_MAX_PASSAGES]
+    source = "documents"
+    passages = list(own)
+    if len(own) < _MIN_OWN_PASSAGES:
+        sample = Path(__file__).with_name("calibration_sample.txt").read_text(encoding="utf-8")
+        for block in sample.split("\n\n"):  # paragraphs, and a block of short questions
+            lines = [x.strip() for x in block.splitlines() if x.strip()]
+            passages += lines if len(lines) > 3 else [" ".join(lines)] if lines else []
+        source = "documents+built-in" if own else "built-in"
+    short = []
+    for p in passages:
+        first = re.split(r"(?<=[.!?])\s+|\n", p, maxsplit=1)[0].strip()
+        if first and first != p:
+            short.append(first)
+    return passages + short, source
+
+
+def calibration_id(samples: Sequence[str]) -> str:
+    """Names a calibration: the same passages give the same id, hence the same embedder."""
+    return hashlib.sha256(json.dumps(list(samples)).encode("utf-8")).hexdigest()[:16]
+
+
+def save_calibration(texts: Sequence[str], root: Path | None = None) -> str:
+    """Keep the passages of a calibration (to rebuild a damaged cache the same); its id."""
+    samples, source = calibration_passages(texts)
+    cid = calibration_id(samples)
+    folder = (root or cache_root()) / "calibrations"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{cid}.json"
+    if not path.is_file():
+        atomic_write_text(path, json.dumps({"texts": list(texts), "source": source}))
+    return cid
+
+
+def load_calibration(cid: str, root: Path | None = None) -> list[str] | None:
+    """The passages of the calibration ``cid`` (an 8-character prefix is enough), or None."""
+    folder = (root or cache_root()) / "calibrations"
+    for path in sorted(folder.glob(f"{cid}*.json")) if cid else []:
+        try:
+            texts = json.loads(path.read_text(encoding="utf-8"))["texts"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        return [str(t) for t in texts]
+    return None
+
+
+def current_calibration(folder: Path, root: Path | None = None) -> str:
+    """The calibration new 'fastest' knowledge bases use (the last one prepared)."""
+    pointer = variant_dir(folder, "fast", root).parent / "fastest.current"
+    try:
+        return pointer.read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
+
+
+def _set_current(folder: Path, root: Path, cid: str) -> None:
+    atomic_write_text(variant_dir(folder, "fast", root).parent / "fastest.current", cid)
 
 
 def is_ready(path: Path) -> bool:
@@ -148,18 +229,22 @@ def read_info(path: Path) -> dict[str, Any]:
 
 def prepare(folder: Path, mode: str, *, root: Path | None = None,
             calibration: Sequence[str] | None = None, progress: Progress | None = None,
-            timeout_s: float = 1800.0) -> Path:
+            timeout_s: float = 1800.0, make_current: bool = True) -> Path:
     """The folder with the exported model for ``mode``; exports it first if needed.
 
     ``calibration``: passages of the user's own documents for the int8 ('fastest') model;
-    without them (or with too few) a built-in sample is used. ``progress`` may raise
+    without them (or with too few) a built-in sample is used. Each calibration has its own
+    folder; ``make_current`` makes it the one new knowledge bases get. ``progress`` may raise
     (e.g. Cancelled) to stop the export; the child is then killed and nothing is cached.
     """
     if mode not in MODES:
         raise CorralError(f"unknown fast embedder mode {mode!r}")
     root = root or cache_root()
-    target = variant_dir(folder, mode, root)
+    cid = save_calibration(calibration or [], root) if mode == "fastest" else ""
+    target = variant_dir(folder, mode, root, cid)
     if is_ready(target):
+        if cid and make_current:
+            _set_current(folder, root, cid)
         return target
     check_supported(folder)
     if mode == "fastest":
@@ -170,10 +255,12 @@ def prepare(folder: Path, mode: str, *, root: Path | None = None,
                                      hint=FAST_HINT)
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(target.parent)
+    if target.exists():  # damaged (a file missing): built anew
+        shutil.rmtree(target, ignore_errors=True)
     # the child builds inside this folder, which goes away even when the child is killed
     with tempfile.TemporaryDirectory(prefix=".export-", dir=target.parent) as tmp:
         args = ["--folder", str(folder), "--mode", mode, "--out", str(target.parent),
-                "--work", tmp]
+                "--work", tmp, "--target", target.name]
         if calibration:
             calib = Path(tmp) / "calibration.json"
             calib.write_text(json.dumps(list(calibration)), encoding="utf-8")
@@ -181,6 +268,8 @@ def prepare(folder: Path, mode: str, *, root: Path | None = None,
         _run_child(args, progress, timeout_s)
     if not is_ready(target):
         raise FeatureUnavailable(f"the {mode} embedder export left no model in {target}")
+    if cid and make_current:  # new 'fastest' knowledge bases use the last one prepared
+        _set_current(folder, root, cid)
     return target
 
 

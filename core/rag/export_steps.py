@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import inspect
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -27,12 +25,18 @@ import numpy as np
 
 from core.config import atomic_write_text
 from core.rag.encoding import Encoder, model_max_tokens, pool
-from core.rag.export import MODES, RECIPE, is_ready, read_info, transformer_folder
+from core.rag.export import (
+    MODES,
+    RECIPE,
+    calibration_id,
+    calibration_passages,
+    is_ready,
+    read_info,
+    transformer_folder,
+)
 
 Report = Callable[[float | None, str], None]
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-_MIN_OWN_PASSAGES = 16
-_MAX_PASSAGES = 64
 _CHECK_TEXTS = (
     "A short sentence.",
     "The committee reviewed the quarterly figures and recommended postponing the move. " * 6,
@@ -97,29 +101,6 @@ def export_fp32(folder: Path, out: Path, report: Report) -> list[str]:
     return names
 
 
-def calibration_passages(texts: Sequence[str]) -> tuple[list[str], str]:
-    """Calibration inputs: passages plus one short, query-like sentence from each.
-
-    Fewer than 16 passages of the user's own are topped up with the built-in sample.
-    """
-    own = [t.strip() for t in texts if t and t.strip()]
-    own = own[:: max(1, len(own) // _MAX_PASSAGES)][:_MAX_PASSAGES]
-    source = "documents"
-    passages = list(own)
-    if len(own) < _MIN_OWN_PASSAGES:
-        sample = Path(__file__).with_name("calibration_sample.txt").read_text(encoding="utf-8")
-        for block in sample.split("\n\n"):  # paragraphs, and a block of short questions
-            lines = [x.strip() for x in block.splitlines() if x.strip()]
-            passages += lines if len(lines) > 3 else [" ".join(lines)] if lines else []
-        source = "documents+built-in" if own else "built-in"
-    short = []
-    for p in passages:
-        first = re.split(r"(?<=[.!?])\s+|\n", p, maxsplit=1)[0].strip()
-        if first and first != p:
-            short.append(first)
-    return passages + short, source
-
-
 def quantize_int8(folder: Path, fast: Path, out: Path, texts: Sequence[str],
                   report: Report) -> dict[str, Any]:
     """Quantize ``fast``/model.xml to int8 into ``out``/model.xml, calibrated on ``texts``."""
@@ -130,7 +111,7 @@ def quantize_int8(folder: Path, fast: Path, out: Path, texts: Sequence[str],
     encoder = Encoder(transformer_folder(folder) / "tokenizer.json", model_max_tokens(folder),
                       names)
     samples, source = calibration_passages(texts)
-    calib_id = hashlib.sha256(json.dumps(samples).encode("utf-8")).hexdigest()[:16]
+    calib_id = calibration_id(samples)
     items = [encoder.batch([ids]) for ids in encoder.encode(samples)]
     # nncf walks the data twice (smooth-quant statistics, then ranges and bias correction)
     calls = [0]
@@ -198,6 +179,7 @@ def child_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="the <model hash> folder")
     parser.add_argument("--work", required=True, type=Path, help="a folder beside --out's")
     parser.add_argument("--calibration", type=Path)
+    parser.add_argument("--target", default="", help="the int8 model's folder name in --out")
     args = parser.parse_args(argv)
     # Progress goes to the real stdout; whatever libraries print goes to stderr.
     report = _Reporter(os.fdopen(os.dup(1), "w", encoding="utf-8"))
@@ -213,7 +195,7 @@ def child_main(argv: Sequence[str] | None = None) -> int:
             texts: list[str] = []
             if args.calibration:
                 texts = json.loads(args.calibration.read_text(encoding="utf-8"))
-            final = args.out / "fastest"
+            final = args.out / (args.target or "fastest")
             with _new_dir(final, args.work) as tmp:
                 calib = quantize_int8(args.folder, fast, tmp, texts, report)
                 atomic_write_text(tmp / "info.json",

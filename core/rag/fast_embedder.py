@@ -33,7 +33,9 @@ from core.rag.export import (
     Progress,
     cache_root,
     check_supported,
+    current_calibration,
     is_ready,
+    load_calibration,
     prepare,
     read_info,
     transformer_folder,
@@ -145,18 +147,23 @@ class FastEmbedder(WordPieceTokens):
 
 def make_fast_embedder(folder: Path, mode: str, *, name: str, spec: str,
                        notice: Notice | None = None, progress: Progress | None = None,
-                       calibration: Sequence[str] | None = None,
+                       calibration: Sequence[str] | None = None, calibration_id: str = "",
                        root: Path | None = None) -> FastEmbedder:
     """A FastEmbedder for ``folder``, exporting the model first when it is not cached.
 
-    Raises FeatureUnavailable (OpenVINO or nncf missing, unsupported model, failed export);
+    'fastest' is int8, calibrated: ``calibration_id`` names the calibration (a knowledge base
+    records it; by default the one prepared last). A missing or damaged cache is rebuilt from
+    the kept passages of that calibration, so the embedder keeps its name and no knowledge
+    base has to be re-indexed. Raises FeatureUnavailable (OpenVINO or nncf missing,
+    unsupported model, failed export, a calibration whose passages are gone);
     ``core.rag.embedder.make_embedder`` then falls back to the standard embedder.
     """
     if mode not in MODES:
         raise CorralError(f"unknown fast embedder mode {mode!r}")
     _openvino()
     check_supported(folder)
-    target = variant_dir(folder, mode, root)
+    cid = (calibration_id or current_calibration(folder, root)) if mode == "fastest" else ""
+    target = _cached(folder, mode, root, cid)
     if is_ready(target):
         try:
             return FastEmbedder(folder, mode, target, name=name, spec=spec)
@@ -165,12 +172,37 @@ def make_fast_embedder(folder: Path, mode: str, *, name: str, spec: str,
             log.warning("the cached %s embedder in %s is unusable (%s); exporting again",
                         mode, target, exc)
             shutil.rmtree(target, ignore_errors=True)
+    if cid and calibration is None:
+        calibration = load_calibration(cid, root)
+        if calibration is None:
+            raise FeatureUnavailable(
+                f"the passages the {mode} embedder was calibrated on ({cid[:8]}) are not kept "
+                "here, so it cannot be rebuilt the same")
     if progress is None and notice is not None:
         notice(f"preparing the {mode} embedder: a one-time export that takes about a minute")
     started = time.monotonic()
-    prepare(folder, mode, root=root, calibration=calibration, progress=progress)
+    target = prepare(folder, mode, root=root, calibration=calibration, progress=progress,
+                     make_current=not calibration_id)
     log.info("exported the %s embedder in %.1f s", mode, time.monotonic() - started)
     return FastEmbedder(folder, mode, target, name=name, spec=spec)
+
+
+def _cached(folder: Path, mode: str, root: Path | None, cid: str) -> Path:
+    """The cache folder of ``mode`` (and calibration ``cid``, full or an 8-character prefix);
+    an older cache's single 'fastest' folder serves the calibration it holds."""
+    target = variant_dir(folder, mode, root, cid)
+    if not cid or is_ready(target):
+        return target
+    for other in sorted(target.parent.glob(f"{mode}-{cid}*")):
+        if is_ready(other):
+            return other
+    legacy = variant_dir(folder, mode, root)
+    try:
+        if is_ready(legacy) and str(read_info(legacy)["calibration"]["id"]).startswith(cid):
+            return legacy
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return target
 
 
 def _folder_of(spec: str) -> Path:
@@ -182,7 +214,8 @@ def _folder_of(spec: str) -> Path:
     raise FeatureUnavailable(f"the fast modes apply to sentence-transformers models, not {spec}")
 
 
-def fast_embedder_ready(mode: str, spec: str = "minilm", *, root: Path | None = None) -> bool:
+def fast_embedder_ready(mode: str, spec: str = "minilm", *, root: Path | None = None,
+                        calibration_id: str = "") -> bool:
     """Whether nothing needs exporting before ``mode`` starts: else prepare_fast_embedder().
 
     True for the standard mode and for embedders the fast modes do not apply to (Ollama, GGUF).
@@ -190,7 +223,9 @@ def fast_embedder_ready(mode: str, spec: str = "minilm", *, root: Path | None = 
     if mode == "standard" or parse_spec(spec)[0] not in ("minilm", "folder"):
         return True
     try:
-        return is_ready(variant_dir(_folder_of(spec), mode, root))
+        folder = _folder_of(spec)
+        cid = (calibration_id or current_calibration(folder, root)) if mode == "fastest" else ""
+        return is_ready(_cached(folder, mode, root, cid))
     except (CorralError, OSError):
         return False
 

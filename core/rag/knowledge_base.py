@@ -148,9 +148,17 @@ class KnowledgeBase:
     def watch(self, on: bool) -> None:
         self.catalogue.set_value("watch", "1" if on else "0")
 
+    @property
+    def calibration(self) -> str:
+        """The calibration of a 'fastest' (int8) embedder: recorded, or from its name."""
+        recorded = str(self.metadata.get("corral_calibration", ""))
+        found = re.search(r" int8-([0-9a-f]{8})$", self.embedder_name)
+        return recorded or (found.group(1) if found else "")
+
     def embedder(self, notice: Notice | None = None) -> Embedder:
         """The embedder this knowledge base was built with (loaded once per process)."""
-        emb = shared_embedder(self.embedder_spec, self.mode, notice=notice, ollama=self.ollama)
+        emb = shared_embedder(self.embedder_spec, self.mode, notice=notice, ollama=self.ollama,
+                              calibration=self.calibration)
         self.check_embedder(emb)
         return emb
 
@@ -193,7 +201,7 @@ class KnowledgeBase:
         """A new, empty generation of this knowledge base (another embedder or chunking is
         fine), not yet live: index into it, then ``go_live()``, or ``abandon()`` it. The caller
         holds the index lease, so a leftover of an earlier rebuild can be cleared."""
-        emb = emb or shared_embedder(self.embedder_spec, self.mode, ollama=self.ollama)
+        emb = emb or self.embedder()
         params = (params or self.params).validate()
         others = _collections_of(self.store, self.name)
         for cname, meta in others:
@@ -343,6 +351,7 @@ def _metadata(name: str, emb: Embedder, params: ChunkParams) -> dict[str, Any]:
         "corral_dimension": int(emb.dimension),
         "corral_tokenizer": emb.tokenizer_name,
         "corral_max_tokens": int(emb.max_tokens),
+        "corral_calibration": str((getattr(emb, "calibration", None) or {}).get("id", "")),
         "corral_chunk_tokens": params.chunk_tokens,
         "corral_overlap_tokens": params.overlap_tokens,
         "corral_created": time.time(),

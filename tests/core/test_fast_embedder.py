@@ -290,3 +290,35 @@ def test_calibration_sample_comes_from_the_users_documents(tmp_path):
     assert source == "documents" and len(texts) > len(sample)
     _texts, source = calibration_passages(sample[:3])
     assert source == "documents+built-in"
+
+
+def test_each_calibration_keeps_its_cache_and_a_repaired_one_keeps_its_name(
+        export_root, fastest, tmp_path, corral_home):
+    """New knowledge bases get the calibration prepared last; an older one keeps its own, and
+    a damaged cache is rebuilt from the kept passages under the same name (no re-index)."""
+    from core.rag.knowledge_base import KnowledgeBase
+    from core.rag.store import Store
+
+    root = corral_home / "cache" / "embedders"
+    shutil.copytree(export_root["root"], root, ignore=shutil.ignore_patterns("ov-cache"))
+    built_in = fastest.calibration["id"]
+    prepare_fast_embedder("fastest", calibration=paragraphs(), root=root)
+    own = make_fast_embedder(minilm_path(), "fastest", name="all-MiniLM-L6-v2", spec="minilm",
+                             root=root)
+    assert own.calibration["source"] == "documents" and own.calibration["id"] != built_in
+    assert own.name != fastest.name
+
+    st = Store(mode="embedded", path=tmp_path / "chroma").open()
+    old_kb = KnowledgeBase("older", st, {"corral_embedder": fastest.name, "corral_mode": "fastest",
+                                         "corral_embedder_spec": "minilm",
+                                         "corral_dimension": 384})
+    assert old_kb.embedder().name == fastest.name  # its own calibration, not the newest
+    old_kb.close()
+    st.close()
+
+    (own.model_dir / "model.bin").unlink()  # a damaged cache (the loaded copy stays mapped)
+    again = make_fast_embedder(minilm_path(), "fastest", name="all-MiniLM-L6-v2", spec="minilm",
+                               root=root, calibration_id=own.calibration["id"])
+    assert again.name == own.name and again.calibration == own.calibration
+    assert np.allclose(again.embed(paragraphs()[:3]), own.embed(paragraphs()[:3]), atol=0.02)
+    assert export.current_calibration(minilm_path(), root) == own.calibration["id"]
