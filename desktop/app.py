@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QMainWindow,
     QMessageBox,
+    QPushButton,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
@@ -95,8 +96,20 @@ class MainWindow(QMainWindow):
         row = QHBoxLayout(central)
         row.setContentsMargins(0, 0, 0, 0)
         row.setSpacing(0)
-        row.addWidget(self.nav)
+        rail = QWidget()
+        rail.setObjectName("rail")
+        rail.setStyleSheet("#rail { background: #263238; } #rail QPushButton { color: #b0bec5; "
+                           "border: none; padding: 10px 16px; text-align: left; }")
+        column = QVBoxLayout(rail)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(0)
+        column.addWidget(self.nav, 1)
+        self.about_button = QPushButton("About Corral")
+        self.about_button.clicked.connect(self.show_about)
+        column.addWidget(self.about_button)
+        row.addWidget(rail)
         row.addWidget(self.stack, 1)
+        self._files_dialog: QWidget | None = None
         self.setCentralWidget(central)
         self.status = StatusBar(ctx, self)
         self.setStatusBar(self.status)
@@ -168,6 +181,25 @@ class MainWindow(QMainWindow):
         if callable(receive_text):
             receive_text(text, ref)
 
+    def open_files(self, files: list[str]) -> None:
+        """Come to the front on Documents with ``files`` ready to index (`corral FILE...`)."""
+        from desktop.open_files import offer_files
+
+        if self.isMinimized():
+            self.showNormal()
+        self.raise_()
+        self.activateWindow()
+        if files:
+            self.show_page("Documents")
+            self._files_dialog = offer_files(self.page("Documents"), files, self._files_dialog)
+
+    def show_about(self) -> None:
+        from desktop.about import AboutDialog
+
+        dialog = AboutDialog(app_icon(), self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.open()
+
     @property
     def current_page(self) -> str:
         return list(self._specs)[self.stack.currentIndex()]
@@ -225,10 +257,20 @@ def create_app(argv: list[str] | None = None) -> QApplication:
     app.setApplicationName("Corral")
     app.setApplicationVersion(__version__)
     app.setStyleSheet(STYLE_SHEET)
-    icon = Path(__file__).resolve().parent.parent / "resources" / "corral.png"
-    if icon.exists():
-        app.setWindowIcon(QIcon(str(icon)))
+    app.setDesktopFileName("io.github.corral.Corral")  # Wayland's app id: the menu entry
+    app.setWindowIcon(app_icon())
     return app
+
+
+def app_icon() -> QIcon:
+    """Corral's icon: the hicolor PNGs for small sizes, the SVG for the rest."""
+    icons = Path(__file__).resolve().parent.parent / "resources" / "icons"
+    icon = QIcon()
+    for png in sorted(icons.glob("hicolor/*/apps/io.github.corral.Corral.png")):
+        icon.addFile(str(png))
+    if (icons / "corral.svg").is_file():
+        icon.addFile(str(icons / "corral.svg"))
+    return icon
 
 
 def save_screenshots(window: MainWindow, directory: str | Path) -> list[Path]:
@@ -248,11 +290,23 @@ def save_screenshots(window: MainWindow, directory: str | Path) -> list[Path]:
     return written
 
 
-def run_gui(screenshots: str | None = None) -> int:
+def run_gui(screenshots: str | None = None, files: list[str] | None = None) -> int:
     app = create_app()
+    server = None
+    if not screenshots:  # a window already open on this data folder takes the files
+        from core.config import data_dir
+        from desktop.single_instance import hand_over_or_serve
+
+        server = hand_over_or_serve(data_dir(), files or [], app)
+        if server is None:
+            return 0
     ctx = AppContext()
     window = MainWindow(ctx)
     install_crash_hook(window)
+    if server is not None:
+        server.files_received.connect(window.open_files)
+    if files:
+        QTimer.singleShot(0, lambda: window.open_files(files))
     if screenshots:
         window.resize(1280, 800)
         window.show()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -52,22 +53,51 @@ def _top_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--screenshots", metavar="DIR", help="render every page of the window to DIR/<page>.png and exit"
     )
-    parser.add_argument("subcommand", nargs="?", choices=list(SUBCOMMANDS), help=argparse.SUPPRESS)
+    entry = parser.add_mutually_exclusive_group()
+    entry.add_argument("--install-desktop-entry", action="store_true",
+                       help="add Corral to your application menu (files under ~/.local/share) and exit")
+    entry.add_argument("--remove-desktop-entry", action="store_true",
+                       help="take Corral out of your application menu again and exit")
+    parser.add_argument("targets", nargs="*", metavar="FILE",
+                        help="open the window on Documents, ready to index these files")
     return parser
+
+
+#: top-level options that take a value (the value is not a subcommand or a file)
+_VALUE_OPTIONS = ("--screenshots",)
+
+
+def _subcommand_index(argv: list[str]) -> int | None:
+    """Where the subcommand is: the first positional argument, if it names one. Any other
+    positional arguments are files to open (a file called like a subcommand needs ./)."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            return None
+        if arg in _VALUE_OPTIONS:
+            i += 2
+            continue
+        if not arg.startswith("-"):
+            return i if arg in SUBCOMMANDS else None
+        i += 1
+    return None
 
 
 def _error(message: str) -> None:
     print(f"corral: {message}", file=sys.stderr)
 
 
-def main(argv: Sequence[str] | None = None, *, gui: Callable[[str | None], int] | None = None) -> int:
-    """Run ``corral``. ``gui`` opens the window (``desktop.launcher`` passes it: core never
-    imports Qt); without it, asking for the window is an error."""
+def main(argv: Sequence[str] | None = None, *,
+         gui: Callable[[str | None, list[str]], int] | None = None) -> int:
+    """Run ``corral``. ``gui(screenshots, files)`` opens the window (``desktop.launcher``
+    passes it: core never imports Qt); without it, asking for the window is an error."""
     argv = list(sys.argv[1:] if argv is None else argv)
     # Split at the subcommand: options before it are global, the rest belongs to it.
-    index = next((i for i, a in enumerate(argv) if a in SUBCOMMANDS), None)
+    index = _subcommand_index(argv)
     head, rest = (argv, []) if index is None else (argv[: index + 1], argv[index + 1 :])
-    args = _top_parser().parse_args(head)
+    parser = _top_parser()
+    args = parser.parse_args(head)
     debug = args.debug or "--debug" in rest
     if "--debug" in rest:
         rest.remove("--debug")
@@ -75,12 +105,40 @@ def main(argv: Sequence[str] | None = None, *, gui: Callable[[str | None], int] 
     from core.logs import setup_logging
 
     setup_logging(debug=debug, console=debug)
-    if args.subcommand is None:
-        if gui is None:
-            _error("the window is opened by the `corral` command (desktop.launcher).")
-            return EXIT_UNAVAILABLE
-        return gui(args.screenshots)
-    return run_subcommand(args.subcommand, rest, debug=debug)
+    if index is not None:
+        return run_subcommand(args.targets[0], rest, debug=debug)
+    if args.install_desktop_entry or args.remove_desktop_entry:
+        if args.targets:
+            parser.error("the desktop entry options take no files")
+        return _desktop_entry(install=args.install_desktop_entry)
+    files = []
+    for target in args.targets:
+        if not os.path.exists(target):
+            parser.error(f"'{target}' is neither a subcommand nor an existing file "
+                         "(`corral --help` lists the subcommands)")
+        files.append(os.path.abspath(target))
+    if gui is None:
+        _error("the window is opened by the `corral` command (desktop.launcher).")
+        return EXIT_UNAVAILABLE
+    return gui(args.screenshots, files)
+
+
+def _desktop_entry(*, install: bool) -> int:
+    from core import desktop_entry
+    from core.errors import CorralError
+
+    try:
+        report = desktop_entry.install() if install else desktop_entry.remove()
+    except CorralError as exc:
+        _error(exc.sentence())
+        return EXIT_ERROR
+    for line in report.lines():
+        print(line)
+    if install:
+        print("Corral is in your application menu.")
+    elif not report.removed:
+        print("Corral had no menu entry of yours to remove.")
+    return 0
 
 
 def run_subcommand(name: str, argv: list[str], *, debug: bool = False) -> int:
