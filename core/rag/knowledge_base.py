@@ -332,6 +332,19 @@ class KnowledgeBase:
             yield ids, docs, metas, embs
             offset += len(ids)
 
+    def calibration_passages(self, most: int = 64) -> list[str]:
+        """Chunk texts spread evenly over the knowledge base: what a 'fastest' embedder is
+        calibrated on when the user picks this knowledge base (works on a shared server)."""
+        total = self.store.count(self.collection)
+        step = max(1, total // most)
+        out: list[str] = []
+        for offset in range(0, total, step):
+            got = self.store.get(self.collection, limit=1, offset=offset, include=("documents",))
+            out.extend(str(t) for t in got["documents"] if t)
+            if len(out) >= most:
+                break
+        return out
+
     def rebuild_keywords(self) -> int:
         """Refill the keyword index (a local cache) from the chunk texts Chroma holds."""
         self.keywords.delete_ids(self.keywords.ids())

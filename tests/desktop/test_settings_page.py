@@ -152,3 +152,28 @@ def test_a_broken_settings_file_is_never_overwritten(qtbot, qapp) -> None:
     assert "could not be read" in error and "does not overwrite it" in error
     assert str(settings_path()) in error and page.problem.text() == error
     assert settings_path().read_text(encoding="utf-8") == broken
+
+
+def test_fastest_is_calibrated_on_the_chosen_knowledge_base(qtbot, ctx, handbook, monkeypatch) -> None:
+    """Settings calibrates 'fastest' on a knowledge base's own documents, not built-in text."""
+    from core.rag import fast_embedder
+    from tests.fixtures.documents import HANDBOOK_PAGE_TWO
+
+    asked: list[object] = []
+    monkeypatch.setattr(fast_embedder, "prepare_fast_embedder",
+                        lambda mode, spec, calibration=None, progress=None: asked.append(
+                            (mode, calibration)))
+    page = SettingsPage(ctx)
+    qtbot.addWidget(page)
+    page.show()
+    combo = page.calibration.combo
+
+    def handbook_item() -> int:
+        return next((i for i in range(combo.count()) if combo.itemData(i) == ("kb", "Handbook")), -1)
+
+    qtbot.waitUntil(lambda: handbook_item() >= 0, timeout=30000)
+    combo.setCurrentIndex(handbook_item())
+    page.calibration.calibrate_button.click()
+    qtbot.waitUntil(lambda: bool(asked), timeout=30000)
+    mode, passages = asked[0]
+    assert mode == "fastest" and HANDBOOK_PAGE_TWO in " ".join(passages)  # type: ignore[arg-type]

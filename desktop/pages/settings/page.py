@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -17,11 +19,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.config import settings_path
+from core.config import Settings, settings_path
+from core.errors import CorralError
 from core.models.pool import use_settings
 from desktop.context import AppContext
 from desktop.jobs import Job, Worker
 from desktop.layout import page_title, scrolling_column
+from desktop.pages.settings.calibration import KEEP, CalibrationChoice, calibration_texts
 from desktop.serve import serve_fields
 from desktop.widgets.embedder import embedder_mode_box, embedder_spec_edit
 
@@ -86,8 +90,11 @@ class SettingsPage(QWidget):
         self.export_note = QLabel("")
         self.export_note.setObjectName("emptyState")
         self.export_note.setWordWrap(True)
+        self.calibration = CalibrationChoice(ctx)
+        self.calibration.calibrate_button.clicked.connect(lambda: self.prepare_embedder("fastest"))
         col.addWidget(_group("Embedder", [
             ("Model", self.embedder), ("Speed mode", self.embedder_mode),
+            ("Calibrate “fastest” on", self.calibration),
             ("", self.export_bar), ("", self.export_note),
         ]))
         self._export: Worker[bool] | None = None
@@ -152,8 +159,9 @@ class SettingsPage(QWidget):
         if s.embedder.mode != "standard":
             self.prepare_embedder()
 
-    def prepare_embedder(self) -> Worker[bool]:
-        """Export the fast/fastest embedder once (30-60 s), with progress, in a worker.
+    def prepare_embedder(self, mode: str = "") -> Worker[bool]:
+        """Export the fast/fastest embedder once (30-60 s), with progress, in a worker;
+        'fastest' calibrated on the chosen source.
 
         Saving again while it runs starts over with the new choice (the older export's news
         is dropped)."""
@@ -161,7 +169,8 @@ class SettingsPage(QWidget):
         self.export_bar.setValue(0)
         self.export_note.setText("")
         self._export = self.ctx.jobs.run(
-            _prepare_embedder, s.mode, s.default, group="settings-embedder-export",
+            _prepare_embedder, self.ctx.settings, mode or s.mode, s.default,
+            self.calibration.source(), group="settings-embedder-export",
             on_progress=self._export_progress, on_result=self._export_finished,
             on_error=self._export_failed, on_cancelled=self._export_cancelled)
         return self._export
@@ -192,18 +201,24 @@ class SettingsPage(QWidget):
             self._export.cancel()
 
 
-def _prepare_embedder(job: Job, mode: str, spec: str) -> bool:
+def _prepare_embedder(job: Job, settings: Settings, mode: str, spec: str,
+                      source: tuple[Any, ...] = KEEP) -> bool:
     """True when the export already existed (nothing to do)."""
     from core.rag.fast_embedder import fast_embedder_ready, prepare_fast_embedder
 
-    if fast_embedder_ready(mode, spec):
+    calibrate = mode == "fastest" and source != KEEP
+    if not calibrate and fast_embedder_ready(mode, spec):
         return True
+    texts = calibration_texts(job, settings, source) if calibrate else None
+    if calibrate and source[0] != "builtin" and not texts:
+        raise CorralError("there is no text to calibrate on there",
+                          hint="Pick a knowledge base with documents, or other files.")
 
     def progress(fraction: float | None, text: str = "") -> None:
         job.check()  # raising Cancelled here stops the export child cleanly
         job.progress(fraction, text)
 
-    prepare_fast_embedder(mode, spec, progress=progress)
+    prepare_fast_embedder(mode, spec, calibration=texts, progress=progress)
     return False
 
 
