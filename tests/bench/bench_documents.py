@@ -107,7 +107,9 @@ def bench_small_files(n_files: int) -> None:
         many, one = Path(tmp) / "many", Path(tmp) / "one"
         write_chunky_corpus(many, n_files, per_file=1)
         write_chunky_corpus(one, 1, per_file=1, seed=1)
-        start_s, first = _corral_index(str(Path(tmp) / "home-one"), one, "one")
+        # the fixed start-up: the quicker of two one-file runs (a busy machine adds noise)
+        runs = [_corral_index(str(Path(tmp) / f"home-one-{i}"), one, "one") for i in range(2)]
+        start_s, first = min(runs, key=lambda r: r[0])
         home = str(Path(tmp) / "home-many")
         full_s, summary = _corral_index(home, many, "many")
         again_s, again = _corral_index(home, many, "many")
@@ -131,8 +133,9 @@ def bench_small_files(n_files: int) -> None:
           f"- start-up {start_s:.1f} s = {work_s:.1f} s ({chunks / work_s:.1f} chunks/s); raw encode "
           f"{raw_s:.1f} s ({len(texts) / raw_s:.1f} chunks/s); ratio "
           f"{(chunks / work_s) / (len(texts) / raw_s):.3f}  (target >= 0.95)")
-    print(f"reindex:     unchanged re-run {again_s - start_s:.2f} s beyond start-up vs {work_s:.1f} s, "
-          f"ratio {(again_s - start_s) / work_s:.4f}  (target <= 0.02)")
+    extra_s = max(0.0, again_s - start_s)
+    print(f"reindex:     unchanged re-run {extra_s:.2f} s beyond start-up vs {work_s:.1f} s, "
+          f"ratio {extra_s / work_s:.4f}  (target <= 0.02)")
     print(f"open check:  {check_s * 1000:.0f} ms vs {work_s:.1f} s, ratio {check_s / work_s:.5f}  "
           f"(target <= 0.01)")
 

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 from desktop.context import AppContext, describe_error
 from desktop.jobs import Worker
 from desktop.pages.documents import jobs
+from desktop.pages.documents.evaluate import EvaluateTab
 from desktop.pages.documents.runs import KEEP_BAR, IndexRunner, Outcome
 from desktop.pages.documents.widgets import DocumentsLayout, KnowledgeBaseDialog, describe_kb
 
@@ -63,6 +64,8 @@ class DocumentsPage(DocumentsLayout):
         self._search_kb: str | None = None
         self._watch_turn = 0
         self._build()
+        self.evaluate = EvaluateTab(ctx)
+        self.tabs.addTab(self.evaluate, "Evaluate")
         self._connect()
         self._update_buttons()
         self.refresh()
@@ -157,6 +160,7 @@ class DocumentsPage(DocumentsLayout):
             self._search_kb = name
             self.ctx.jobs.drop(self.search_group)  # its answer is for the other one
             self.search.clear_hits()
+        self.evaluate.set_kb(name if info is not None else None)
         self._update_buttons()
 
     def _load_files(self, name: str) -> None:
@@ -429,3 +433,4 @@ class DocumentsPage(DocumentsLayout):
         self.runner.queue.clear()
         self.runner.cancel()
         self.ctx.jobs.cancel(self.search_group)
+        self.evaluate.shutdown()
