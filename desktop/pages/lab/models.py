@@ -8,12 +8,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from PySide6.QtWidgets import (
-    QHBoxLayout,
     QLabel,
     QLineEdit,
     QPlainTextEdit,
     QPushButton,
-    QSpinBox,
     QSplitter,
     QTableWidget,
     QTextBrowser,
@@ -23,7 +21,7 @@ from PySide6.QtWidgets import (
 
 from desktop.jobs import Job, Worker
 from desktop.pages.lab.jobs import reporter
-from desktop.pages.lab.widgets import LinePlot, RunBar, fill_table
+from desktop.pages.lab.widgets import LabTab, LinePlot, fill_table, labelled_row, spin_box
 
 if TYPE_CHECKING:
     from core.lab.classify import Comparison
@@ -82,28 +80,20 @@ def steps_html(steps: PoolingSteps) -> str:
     return "".join(parts)
 
 
-class ContextTab(QWidget):
+class ContextTab(LabTab):
     def __init__(self, page: LabPage) -> None:
-        super().__init__()
-        self.page = page
-        self.ctx = page.ctx
-        col = QVBoxLayout(self)
-        row = QHBoxLayout()
+        super().__init__(page)
+        col = self.col
         self.word = QLineEdit("bank")
-        row.addWidget(QLabel("Word"))
-        row.addWidget(self.word)
-        row.addStretch(1)
-        col.addLayout(row)
+        col.addLayout(labelled_row([("Word", self.word)]))
         self.sentences = QPlainTextEdit(SENTENCES)
         self.sentences.setMaximumHeight(90)
         col.addWidget(self.sentences)
-        self.run = RunBar("Compare")
-        self.run.status.setText("word2vec gives a word one vector wherever it stands; MiniLM gives "
-                                "it one per sentence. Below: how alike those vectors are, and a "
-                                "sentence embedding built by hand, step by step.")
-        self.run.start.connect(self.compare)
-        self.run.stop.connect(lambda: self.ctx.jobs.cancel(CONTEXT_GROUP))
-        col.addWidget(self.run)
+        self.run = self.add_run_bar(
+            "Compare", self.compare, CONTEXT_GROUP,
+            "word2vec gives a word one vector wherever it stands; MiniLM gives it one per "
+            "sentence. Below: how alike those vectors are, and a sentence embedding built by "
+            "hand, step by step.")
         split = QSplitter()
         tables = QWidget()
         tcol = QVBoxLayout(tables)
@@ -128,11 +118,8 @@ class ContextTab(QWidget):
         tv = self.page.vectors
         if tv is not None and word.lower() in tv.keyed.key_to_index:
             static = np.asarray(tv.keyed[word.lower()])
-        self.run.running("Loading MiniLM…")
-        return self.ctx.jobs.run(
-            _context_job, word, sentences, static, group=CONTEXT_GROUP, on_progress=self.run.report,
-            on_result=self._done, on_error=lambda exc: self.run.idle(self.ctx.show_error(exc)),
-            on_cancelled=lambda _p: self.run.idle("Stopped."))
+        return self.run_job(self.run, "Loading MiniLM…", _context_job, word, sentences, static,
+                            group=CONTEXT_GROUP, on_result=self._done)
 
     def _done(self, result: ContextResult) -> None:
         table, steps = result
@@ -156,36 +143,22 @@ class ContextTab(QWidget):
         self.run.finished(f"Mean pooling by hand matches sentence-transformers: lowest cosine {low:.6f}.")
 
 
-class ClassifierTab(QWidget):
+class ClassifierTab(LabTab):
     def __init__(self, page: LabPage) -> None:
-        super().__init__()
-        self.page = page
-        self.ctx = page.ctx
+        super().__init__(page)
         self.csv_path = ""
-        col = QVBoxLayout(self)
-        row = QHBoxLayout()
+        col = self.col
         self.data_label = QLabel("Data: the built-in toy sentiment set (80 short reviews)")
         self.open_csv = QPushButton("Open CSV…")
         self.open_csv.clicked.connect(self.choose_csv)
-        self.dim = QSpinBox()
-        self.dim.setRange(1, 512)
-        self.dim.setValue(16)
-        self.epochs = QSpinBox()
-        self.epochs.setRange(1, 100000)
-        self.epochs.setValue(60)
-        row.addWidget(self.data_label)
-        row.addWidget(self.open_csv)
-        for text, w in (("Embedding size", self.dim), ("Epochs", self.epochs)):
-            row.addWidget(QLabel(text))
-            row.addWidget(w)
-        row.addStretch(1)
-        col.addLayout(row)
-        self.run = RunBar("Train")
-        self.run.status.setText("Embedding → mean → Dense → sigmoid (torch), beside logistic "
-                                "regression on MiniLM sentence embeddings, on the same split.")
-        self.run.start.connect(self.train)
-        self.run.stop.connect(lambda: self.ctx.jobs.cancel(CLASSIFY_GROUP))
-        col.addWidget(self.run)
+        self.dim = spin_box(1, 512, 16)
+        self.epochs = spin_box(1, 100000, 60)
+        col.addLayout(labelled_row([("Embedding size", self.dim), ("Epochs", self.epochs)],
+                                   lead=(self.data_label, self.open_csv)))
+        self.run = self.add_run_bar(
+            "Train", self.train, CLASSIFY_GROUP,
+            "Embedding → mean → Dense → sigmoid (torch), beside logistic regression on MiniLM "
+            "sentence embeddings, on the same split.")
         split = QSplitter()
         self.sides: list[tuple[QLabel, QTableWidget]] = []
         for name in ("Embedding layer (torch)", "Logistic regression on MiniLM"):
@@ -216,12 +189,9 @@ class ClassifierTab(QWidget):
         self.data_label.setText(f"Data: {path}")
 
     def train(self) -> Worker[Comparison]:
-        self.run.running("Training…")
-        return self.ctx.jobs.run(
-            _classify_job, self.csv_path, self.dim.value(), self.epochs.value(),
-            group=CLASSIFY_GROUP, on_progress=self.run.report, on_result=self._done,
-            on_error=lambda exc: self.run.idle(self.ctx.show_error(exc)),
-            on_cancelled=lambda _p: self.run.idle("Stopped: nothing to compare yet."))
+        return self.run_job(self.run, "Training…", _classify_job, self.csv_path, self.dim.value(),
+                            self.epochs.value(), group=CLASSIFY_GROUP, on_result=self._done,
+                            stopped="Stopped: nothing to compare yet.")
 
     def _done(self, result: Comparison) -> None:
         heads = [f"predicted {c}" for c in result.classes]

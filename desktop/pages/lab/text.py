@@ -12,17 +12,14 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QSpinBox,
     QSplitter,
     QTableWidget,
-    QVBoxLayout,
-    QWidget,
 )
 
 from core.config import Settings
 from desktop.jobs import Job, Worker
 from desktop.pages.lab.jobs import load_text, reporter
-from desktop.pages.lab.widgets import Heatmap, RunBar, fill_table
+from desktop.pages.lab.widgets import Heatmap, LabTab, fill_table, labelled_row, spin_box
 
 if TYPE_CHECKING:
     from core.lab.stemming import RecallResult, StemRow
@@ -70,46 +67,29 @@ def _recall_job(job: Job, kb: str, settings: Settings) -> RecallResult:
     return keyword_recall(chunks, progress=reporter(job), cancelled=lambda: job.cancelled)
 
 
-class CooccurTab(QWidget):
+class CooccurTab(LabTab):
     def __init__(self, page: LabPage) -> None:
-        super().__init__()
-        self.page = page
-        self.ctx = page.ctx
-        col = QVBoxLayout(self)
-        row = QHBoxLayout()
-        self.window_size = QSpinBox()
-        self.window_size.setRange(1, 50)
-        self.window_size.setValue(2)
-        self.limit = QSpinBox()
-        self.limit.setRange(2, 40)
-        self.limit.setValue(12)
-        for label, w in (("Window", self.window_size), ("Most frequent words", self.limit)):
-            row.addWidget(QLabel(label))
-            row.addWidget(w)
-        row.addStretch(1)
-        col.addLayout(row)
-        self.run = RunBar("Count")
-        self.run.status.setText("How often each pair of words stands within the window, each "
-                                "time weighted 1/distance, as GloVe counts them. Try the cat/dog "
-                                "preset.")
-        self.run.start.connect(self.count)
-        self.run.stop.connect(lambda: self.ctx.jobs.cancel(COOCCUR_GROUP))
-        col.addWidget(self.run)
+        super().__init__(page)
+        self.window_size = spin_box(1, 50, 2)
+        self.limit = spin_box(2, 40, 12)
+        self.col.addLayout(labelled_row([("Window", self.window_size),
+                                         ("Most frequent words", self.limit)]))
+        self.run = self.add_run_bar(
+            "Count", self.count, COOCCUR_GROUP,
+            "How often each pair of words stands within the window, each time weighted "
+            "1/distance, as GloVe counts them. Try the cat/dog preset.")
         split = QSplitter()
         self.table = QTableWidget()
         self.heatmap = Heatmap()
         split.addWidget(self.table)
         split.addWidget(self.heatmap)
         split.setSizes([520, 480])
-        col.addWidget(split, 1)
+        self.col.addWidget(split, 1)
 
     def count(self) -> Worker[CooccurResult]:
-        self.run.running("Counting…")
-        return self.ctx.jobs.run(
-            _cooccur_job, self.page.source.source(), self.window_size.value(), self.limit.value(),
-            self.ctx.settings, group=COOCCUR_GROUP, on_progress=self.run.report,
-            on_result=self._done, on_error=lambda exc: self.run.idle(self.ctx.show_error(exc)),
-            on_cancelled=lambda _p: self.run.idle("Stopped."))
+        return self.run_job(self.run, "Counting…", _cooccur_job, self.page.source.source(),
+                            self.window_size.value(), self.limit.value(), self.ctx.settings,
+                            group=COOCCUR_GROUP, on_result=self._done)
 
     def _done(self, result: CooccurResult) -> None:
         rows = [[float(v) if v else "·" for v in r] for r in result.matrix]
@@ -121,12 +101,10 @@ class CooccurTab(QWidget):
                           f"{result.nonzeros:,} nonzero cells, window {self.window_size.value()}.")
 
 
-class StemTab(QWidget):
+class StemTab(LabTab):
     def __init__(self, page: LabPage) -> None:
-        super().__init__()
-        self.page = page
-        self.ctx = page.ctx
-        col = QVBoxLayout(self)
+        super().__init__(page)
+        col = self.col
         row = QHBoxLayout()
         self.words = QLineEdit("running happily better studies mice went")
         self.part_of_speech = QComboBox()
@@ -139,23 +117,18 @@ class StemTab(QWidget):
         row.addWidget(self.words, 1)
         row.addWidget(self.part_of_speech)
         col.addLayout(row)
-        self.run = RunBar("Stem and lemmatize")
-        self.run.status.setText("A stem is a cut (Snowball): happily → happili. A lemma is the "
-                                "dictionary form (simplemma): better → good.")
-        self.run.start.connect(self.stem)
+        self.run = self.add_run_bar(
+            "Stem and lemmatize", self.stem, STEM_GROUP,
+            "A stem is a cut (Snowball): happily → happili. A lemma is the dictionary form "
+            "(simplemma): better → good.")
         self.words.returnPressed.connect(self.stem)
         self.part_of_speech.currentIndexChanged.connect(self.stem)
-        self.run.stop.connect(lambda: self.ctx.jobs.cancel(STEM_GROUP))
-        col.addWidget(self.run)
         self.table = QTableWidget()
         col.addWidget(self.table, 1)
-        self.recall = RunBar("Measure keyword recall")
-        self.recall.status.setText("Pick a knowledge base as the text, then measure how often its "
-                                   "keyword search finds the chunk a generated query came from, "
-                                   "with and without stemming.")
-        self.recall.start.connect(self.measure)
-        self.recall.stop.connect(lambda: self.ctx.jobs.cancel(RECALL_GROUP))
-        col.addWidget(self.recall)
+        self.recall = self.add_run_bar(
+            "Measure keyword recall", self.measure, RECALL_GROUP,
+            "Pick a knowledge base as the text, then measure how often its keyword search finds "
+            "the chunk a generated query came from, with and without stemming.")
         self.examples = QTableWidget()
         col.addWidget(self.examples, 1)
 
@@ -164,12 +137,9 @@ class StemTab(QWidget):
         if not words:
             self.run.idle("Type one or more words.")
             return None
-        self.run.running("Looking the words up…")
-        return self.ctx.jobs.run(_stem_job, words, self.part_of_speech.currentData() or None,
-                                 group=STEM_GROUP,
-                                 on_result=self._stemmed, on_progress=self.run.report,
-                                 on_error=lambda exc: self.run.idle(self.ctx.show_error(exc)),
-                                 on_cancelled=lambda _p: self.run.idle("Stopped."))
+        return self.run_job(self.run, "Looking the words up…", _stem_job, words,
+                            self.part_of_speech.currentData() or None, group=STEM_GROUP,
+                            on_result=self._stemmed)
 
     def _stemmed(self, rows: list[StemRow]) -> None:
         fill_table(self.table, ["word", "stem (Snowball)", "lemma (simplemma)"],
@@ -181,11 +151,8 @@ class StemTab(QWidget):
         if kind != "kb":
             self.recall.idle("Recall is measured on a knowledge base: pick one as the text above.")
             return None
-        self.recall.running(f"Reading {name}…")
-        return self.ctx.jobs.run(_recall_job, name, self.ctx.settings, group=RECALL_GROUP,
-                                 on_progress=self.recall.report, on_result=self._measured,
-                                 on_error=lambda exc: self.recall.idle(self.ctx.show_error(exc)),
-                                 on_cancelled=lambda _p: self.recall.idle("Stopped."))
+        return self.run_job(self.recall, f"Reading {name}…", _recall_job, name,
+                            self.ctx.settings, group=RECALL_GROUP, on_result=self._measured)
 
     def _measured(self, result: RecallResult) -> None:
         fill_table(self.examples, ["query", "chunk", "plain", "stemmed"],

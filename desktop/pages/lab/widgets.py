@@ -1,9 +1,11 @@
-"""Widgets of the Lab page: a run bar (start, stop, progress), a word map, a heatmap, a line
-plot and a table filler (pyqtgraph and Qt widgets, no core work)."""
+"""Widgets of the Lab page: the LabTab base (a column, run bars, jobs), a run bar (start, stop,
+progress), a word map, a heatmap, a line plot and a table filler (pyqtgraph and Qt widgets, no
+core work)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pyqtgraph as pg
@@ -15,10 +17,19 @@ from PySide6.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
+    QSpinBox,
     QTableWidget,
     QTableWidgetItem,
+    QVBoxLayout,
     QWidget,
 )
+
+from desktop.jobs import Worker
+
+if TYPE_CHECKING:
+    from desktop.pages.lab.page import LabPage
+
+R = TypeVar("R")
 
 
 class RunBar(QWidget):
@@ -75,22 +86,75 @@ class RunBar(QWidget):
         self.progress.setValue(0)
 
 
-def _plot(parent: QWidget | None = None) -> pg.PlotWidget:
-    # A PlotWidget, not a GraphicsLayoutWidget: grabbing the latter crashes PySide6 6.12.
-    widget = pg.PlotWidget(parent, background="w")
-    item = widget.getPlotItem()
-    item.hideButtons()
-    item.setMenuEnabled(False)
-    return widget
+class LabTab(QWidget):
+    """A Lab tab: its page (the text picked, the vectors trained), the app context, and a column
+    to lay its rows out in."""
+
+    def __init__(self, page: LabPage) -> None:
+        super().__init__()
+        self.page = page
+        self.ctx = page.ctx
+        self.col = QVBoxLayout(self)
+
+    def add_run_bar(self, label: str, start: Callable[[], object], group: str,
+                    hint: str = "") -> RunBar:
+        """A RunBar in the column: [label] runs ``start``, Stop cancels ``group``."""
+        bar = RunBar(label)
+        if hint:
+            bar.status.setText(hint)
+        bar.start.connect(start)
+        bar.stop.connect(lambda: self.ctx.jobs.cancel(group))
+        self.col.addWidget(bar)
+        return bar
+
+    def run_job(self, bar: RunBar, text: str, fn: Callable[..., R], *args: Any, group: str,
+                on_result: Callable[[R], object], stopped: str = "Stopped.",
+                on_cancelled: Callable[[Any], object] | None = None) -> Worker[R]:
+        """``bar`` says ``text`` and shows ``fn(job, *args)`` running in ``group``; an error, or
+        Stop (unless ``on_cancelled`` handles it), leaves the bar idle with a sentence."""
+        bar.running(text)
+        return self.ctx.jobs.run(
+            fn, *args, group=group, on_progress=bar.report, on_result=on_result,
+            on_error=lambda exc: bar.idle(self.ctx.show_error(exc)),
+            on_cancelled=on_cancelled or (lambda _p: bar.idle(stopped)))
 
 
-class WordMap(pg.PlotWidget):  # type: ignore[misc]
-    """Words as labelled points on a plane (a 2-D projection of their vectors)."""
+def labelled_row(pairs: Sequence[tuple[str, QWidget]], *,
+                 lead: Sequence[QWidget] = ()) -> QHBoxLayout:
+    """A row: the ``lead`` widgets, then a label before each widget, then stretch."""
+    row = QHBoxLayout()
+    for widget in lead:
+        row.addWidget(widget)
+    for label, widget in pairs:
+        row.addWidget(QLabel(label))
+        row.addWidget(widget)
+    row.addStretch(1)
+    return row
+
+
+def spin_box(low: int, high: int, value: int) -> QSpinBox:
+    box = QSpinBox()
+    box.setRange(low, high)
+    box.setValue(value)
+    return box
+
+
+class _Plot(pg.PlotWidget):  # type: ignore[misc]
+    """A plot on white without pyqtgraph's buttons and menu. (A PlotWidget, not a
+    GraphicsLayoutWidget: grabbing the latter crashes PySide6 6.12.)"""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent, background="w")
-        self.getPlotItem().hideButtons()
-        self.getPlotItem().setMenuEnabled(False)
+        item = self.getPlotItem()
+        item.hideButtons()
+        item.setMenuEnabled(False)
+
+
+class WordMap(_Plot):
+    """Words as labelled points on a plane (a 2-D projection of their vectors)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
         self.getPlotItem().showGrid(x=True, y=True, alpha=0.15)
         self.scatter = pg.ScatterPlotItem(size=7, pen=None, brush=pg.mkBrush(31, 119, 180, 200))
         self.addItem(self.scatter)
@@ -121,14 +185,12 @@ class WordMap(pg.PlotWidget):  # type: ignore[misc]
             t.setColor("#d62728" if w in marked else "#263238")
 
 
-class Heatmap(pg.PlotWidget):  # type: ignore[misc]
+class Heatmap(_Plot):
     """A matrix as coloured cells with row and column words on the axes."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent, background="w")
+        super().__init__(parent)
         item = self.getPlotItem()
-        item.hideButtons()
-        item.setMenuEnabled(False)
         item.setAspectLocked(True)
         item.invertY(True)
         self.image = pg.ImageItem()
@@ -146,14 +208,12 @@ class Heatmap(pg.PlotWidget):  # type: ignore[misc]
         self.getPlotItem().setRange(xRange=(0, len(labels)), yRange=(0, len(labels)), padding=0.02)
 
 
-class LinePlot(pg.PlotWidget):  # type: ignore[misc]
+class LinePlot(_Plot):
     """One or two series against x, e.g. loss per epoch, or quality and time per dimension."""
 
     def __init__(self, x_label: str, y_label: str, parent: QWidget | None = None) -> None:
-        super().__init__(parent, background="w")
+        super().__init__(parent)
         item = self.getPlotItem()
-        item.hideButtons()
-        item.setMenuEnabled(False)
         item.showGrid(x=True, y=True, alpha=0.2)
         item.setLabel("bottom", x_label)
         item.setLabel("left", y_label)

@@ -13,10 +13,8 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
-    QSpinBox,
     QSplitter,
     QTableWidget,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -24,7 +22,14 @@ from core.config import Settings
 from core.errors import CorralError
 from desktop.jobs import Job, Worker
 from desktop.pages.lab.jobs import load_text, reporter
-from desktop.pages.lab.widgets import LinePlot, RunBar, WordMap, fill_table
+from desktop.pages.lab.widgets import (
+    LabTab,
+    LinePlot,
+    WordMap,
+    fill_table,
+    labelled_row,
+    spin_box,
+)
 
 if TYPE_CHECKING:
     from core.lab.evaluate import DimensionRow
@@ -62,39 +67,27 @@ def _dims_job(job: Job, source: tuple[str, str], method: str, dims: list[int],
                                 cancelled=lambda: job.cancelled, **params)
 
 
-def _spin(low: int, high: int, value: int) -> QSpinBox:
-    box = QSpinBox()
-    box.setRange(low, high)
-    box.setValue(value)
+def _method_box() -> QComboBox:
+    box = QComboBox()
+    for label, value in METHODS:
+        box.addItem(label, value)
     return box
 
 
-class VectorsTab(QWidget):
+class VectorsTab(LabTab):
     def __init__(self, page: LabPage) -> None:
-        super().__init__()
-        self.page = page
-        self.ctx = page.ctx
+        super().__init__(page)
         self.tv: TrainedVectors | None = None
-        col = QVBoxLayout(self)
-        form = QHBoxLayout()
-        self.method = QComboBox()
-        for label, value in METHODS:
-            self.method.addItem(label, value)
-        self.dim = _spin(1, 1000, 20)
-        self.window_size = _spin(1, 50, 3)
-        self.min_count = _spin(1, 1000, 1)
-        self.epochs = _spin(1, 10000, 30)
-        for label, w in (("Method", self.method), ("Dimensions", self.dim), ("Window", self.window_size),
-                         ("Min. count", self.min_count), ("Epochs", self.epochs)):
-            form.addWidget(QLabel(label))
-            form.addWidget(w)
-        form.addStretch(1)
-        col.addLayout(form)
-        self.run = RunBar("Train")
-        self.run.status.setText(EMPTY)
-        self.run.start.connect(self.train)
-        self.run.stop.connect(lambda: self.ctx.jobs.cancel(TRAIN_GROUP))
-        col.addWidget(self.run)
+        col = self.col
+        self.method = _method_box()
+        self.dim = spin_box(1, 1000, 20)
+        self.window_size = spin_box(1, 50, 3)
+        self.min_count = spin_box(1, 1000, 1)
+        self.epochs = spin_box(1, 10000, 30)
+        col.addLayout(labelled_row([("Method", self.method), ("Dimensions", self.dim),
+                                    ("Window", self.window_size), ("Min. count", self.min_count),
+                                    ("Epochs", self.epochs)]))
+        self.run = self.add_run_bar("Train", self.train, TRAIN_GROUP, EMPTY)
         split = QSplitter()
         self.map = WordMap()
         split.addWidget(self.map)
@@ -136,11 +129,11 @@ class VectorsTab(QWidget):
 
     def train(self) -> Worker[MapResult]:
         method = str(self.method.currentData())
-        self.run.running(f"Training {self.method.currentText()}…")
-        return self.ctx.jobs.run(
-            _train_job, self.page.source.source(), method, {**self.params(), "dim": self.dim.value()},
-            self.ctx.settings, group=TRAIN_GROUP, on_progress=self.run.report,
-            on_result=self._trained, on_error=self._failed, on_cancelled=self._stopped)
+        return self.run_job(
+            self.run, f"Training {self.method.currentText()}…", _train_job,
+            self.page.source.source(), method, {**self.params(), "dim": self.dim.value()},
+            self.ctx.settings, group=TRAIN_GROUP, on_result=self._trained,
+            on_cancelled=self._stopped)
 
     def _trained(self, result: MapResult) -> None:
         tv, words, coords = result
@@ -159,9 +152,6 @@ class VectorsTab(QWidget):
                           "epochs: the vectors below are what it had learnt by then.")
         else:
             self.run.idle("Stopped before the first epoch ended; nothing was trained.")
-
-    def _failed(self, exc: BaseException) -> None:
-        self.run.idle(self.ctx.show_error(exc))
 
     def _show(self, tv: TrainedVectors, words: list[str], coords: np.ndarray) -> None:
         self.tv = tv
@@ -198,36 +188,24 @@ class VectorsTab(QWidget):
         fill_table(self.analogy_table, ["word", "cosine"], found, shade=True)
 
 
-class DimensionsTab(QWidget):
+class DimensionsTab(LabTab):
     """The same text at several dimension counts: quality score and training time."""
 
     def __init__(self, page: LabPage) -> None:
-        super().__init__()
-        self.page = page
-        self.ctx = page.ctx
+        super().__init__(page)
         self.rows: list[DimensionRow] = []
-        col = QVBoxLayout(self)
-        form = QHBoxLayout()
+        col = self.col
         self.dims = QLineEdit("5, 10, 25, 50, 100")
         self.dims.setMaximumWidth(260)
-        self.method = QComboBox()
-        for label, value in METHODS:
-            self.method.addItem(label, value)
-        for text, w in (("Dimensions", self.dims), ("Method", self.method)):
-            form.addWidget(QLabel(text))
-            form.addWidget(w)
-        form.addStretch(1)
-        col.addLayout(form)
+        self.method = _method_box()
+        col.addLayout(labelled_row([("Dimensions", self.dims), ("Method", self.method)]))
         explain = QLabel("Window, minimum count and epochs are those of the Words to vectors tab. "
                          "The score is the rank correlation with people's similarity judgements "
                          "(gensim's wordsim353), over the word pairs the text covers; analogy "
                          "accuracy uses gensim's questions-words.txt the same way.")
         explain.setWordWrap(True)
         col.addWidget(explain)
-        self.run = RunBar("Run experiment")
-        self.run.start.connect(self.start)
-        self.run.stop.connect(lambda: self.ctx.jobs.cancel(DIMS_GROUP))
-        col.addWidget(self.run)
+        self.run = self.add_run_bar("Run experiment", self.start, DIMS_GROUP)
         split = QSplitter()
         self.table = QTableWidget()
         split.addWidget(self.table)
@@ -244,13 +222,10 @@ class DimensionsTab(QWidget):
         except ValueError:
             self.run.idle("Give the dimension counts as numbers, e.g. 5, 10, 25.")
             return None
-        self.run.running("Training at each size…")
-        return self.ctx.jobs.run(
-            _dims_job, self.page.source.source(), str(self.method.currentData()), dims,
-            self.page.vectors_tab.params(), self.ctx.settings, group=DIMS_GROUP,
-            on_progress=self.run.report, on_result=self._done,
-            on_error=lambda exc: self.run.idle(self.ctx.show_error(exc)),
-            on_cancelled=self._stopped)
+        return self.run_job(
+            self.run, "Training at each size…", _dims_job, self.page.source.source(),
+            str(self.method.currentData()), dims, self.page.vectors_tab.params(),
+            self.ctx.settings, group=DIMS_GROUP, on_result=self._done, on_cancelled=self._stopped)
 
     def _stopped(self, partial: object) -> None:
         rows = partial if isinstance(partial, list) else []

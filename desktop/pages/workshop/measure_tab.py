@@ -11,10 +11,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
-    QFileDialog,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QListWidget,
     QPushButton,
     QRadioButton,
@@ -22,14 +20,19 @@ from PySide6.QtWidgets import (
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
-    QVBoxLayout,
     QWidget,
 )
 
 from core.config import Settings
 from desktop.context import AppContext
 from desktop.jobs import Job, Worker
-from desktop.pages.workshop.common import ModelPicker, ProgressRow, job_progress
+from desktop.pages.workshop.common import (
+    JobTab,
+    ModelPicker,
+    job_progress,
+    primary_button,
+    text_file_field,
+)
 
 GROUP = "workshop-measure"
 KBS_GROUP = "workshop-kbs"
@@ -65,17 +68,15 @@ def _perplexity(value: float) -> str:
     return f"{value:.3f}" if value < 1e4 else f"{value:.3g}"
 
 
-class MeasureTab(QWidget):
+class MeasureTab(JobTab):
+    GROUP = GROUP
+    STOPPED = "Stopped. The table still shows the last finished measurement."
     measured = Signal()
 
     def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.ctx = ctx
+        super().__init__(ctx, INTRO, parent)
         self.evaluation: object = None
-        col = QVBoxLayout(self)
-        intro = QLabel(INTRO)
-        intro.setWordWrap(True)
-        col.addWidget(intro)
+        col = self.col
         row = QHBoxLayout()
         self.picker = ModelPicker()
         add = QPushButton("Add")
@@ -93,10 +94,7 @@ class MeasureTab(QWidget):
         row = QHBoxLayout()
         self.use_file = QRadioButton("Text file")
         self.use_file.setChecked(True)
-        self.text_path = QLineEdit()
-        self.text_path.setPlaceholderText("a plain-text file in the models' language")
-        browse = QPushButton("Browse…")
-        browse.clicked.connect(self._choose_text)
+        self.text_path, browse = text_file_field(self, "a plain-text file in the models' language")
         self.use_kb = QRadioButton("Knowledge base")
         self.kb_box = QComboBox()
         self.kb_box.setMinimumWidth(160)
@@ -113,11 +111,7 @@ class MeasureTab(QWidget):
         self.tokens_box = QSpinBox()
         self.tokens_box.setRange(64, 65536)
         self.tokens_box.setValue(2048)
-        self.run_button = QPushButton("Measure")
-        self.run_button.setObjectName("primary")
-        self.run_button.clicked.connect(self.start)
-        self.progress = ProgressRow()
-        self.progress.stop.clicked.connect(lambda: self.ctx.jobs.cancel(GROUP))
+        self.run_button = primary_button("Measure", self.start)
         for label, box in (("Chunk", self.ctx_box), ("Tokens", self.tokens_box)):
             row.addWidget(QLabel(label))
             row.addWidget(box)
@@ -160,12 +154,6 @@ class MeasureTab(QWidget):
         for item in self.models.selectedItems():
             self.models.takeItem(self.models.row(item))
 
-    def _choose_text(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Text to measure on", str(Path.home()),
-                                              "Text (*.txt *.md);;All files (*)")
-        if path:
-            self.text_path.setText(path)
-
     def _kb_toggled(self, on: bool) -> None:
         self.kb_box.setEnabled(on)
         if on and self.kb_box.count() == 0:
@@ -186,28 +174,16 @@ class MeasureTab(QWidget):
         if not kb and not text_file:
             self.progress.finished("Choose a text file or a knowledge base to measure on.")
             return None
-        self.run_button.setEnabled(False)
-        self.progress.started("Measuring…")
-        return self.ctx.jobs.run(
-            _measure_job, refs, text_file, kb, self.ctx_box.value(), self.tokens_box.value(),
-            self.ctx.settings, group=GROUP, on_progress=self.progress.report,
-            on_result=self.show_evaluation, on_error=self._failed, on_cancelled=self._stopped)
-
-    def _stopped(self, _partial: object) -> None:
-        self.run_button.setEnabled(True)
-        self.progress.finished("Stopped. The table still shows the last finished measurement.")
-
-    def _failed(self, exc: BaseException) -> None:
-        self.run_button.setEnabled(True)
-        self.progress.finished(self.ctx.show_error(exc))
+        return self.run_job(
+            "Measuring…", _measure_job, refs, text_file, kb, self.ctx_box.value(),
+            self.tokens_box.value(), self.ctx.settings, on_result=self.show_evaluation)
 
     def show_evaluation(self, evaluation: object) -> None:
         from core.workshop.measure import Evaluation
 
         assert isinstance(evaluation, Evaluation)
         self.evaluation = evaluation
-        self.run_button.setEnabled(True)
-        self.progress.finished(f"Measured {len(evaluation.variants)} models on "
+        self.ended(f"Measured {len(evaluation.variants)} models on "
                                f"{evaluation.tokens} tokens of {evaluation.text_source}.")
         self.table.setRowCount(len(evaluation.variants))
         for r, v in enumerate(evaluation.variants):

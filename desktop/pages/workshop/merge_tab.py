@@ -11,17 +11,13 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
-    QLabel,
     QLineEdit,
     QListWidget,
     QPlainTextEdit,
     QPushButton,
     QSpinBox,
-    QTextBrowser,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -29,7 +25,7 @@ from core.config import Settings
 from core.errors import CorralError
 from desktop.context import AppContext
 from desktop.jobs import Job, Worker
-from desktop.pages.workshop.common import ModelPicker, ProgressRow
+from desktop.pages.workshop.common import JobTab, ModelPicker, save_as_row
 
 GROUP = "workshop-merge"
 METHODS = {
@@ -62,19 +58,15 @@ def _merge_job(job: Job, spec: Any, out: Path | None, settings: Settings) -> obj
     return merge(spec, out, settings=settings, progress=progress, cancel=job)
 
 
-class MergeTab(QWidget):
+class MergeTab(JobTab):
     """Merge GGUF models (linear, SLERP, TIES, DARE, pass-through, MoE)."""
 
+    GROUP = GROUP
+    STOPPED = "Stopped. Nothing was written: the partial file was deleted."
     merged = Signal(str)  # the new model's path
 
     def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.ctx = ctx
-        self.worker: Worker[object] | None = None
-        col = QVBoxLayout(self)
-        intro = QLabel(INTRO)
-        intro.setWordWrap(True)
-        col.addWidget(intro)
+        super().__init__(ctx, INTRO, parent)
         self.form = form = QFormLayout()
         self.method = QComboBox()
         for key, text in METHODS.items():
@@ -120,30 +112,13 @@ class MergeTab(QWidget):
                                         "go to that expert, separated by ' | '")
         self.experts.setMaximumHeight(70)
         form.addRow("Expert prompts", self.experts)
-        out_row = QHBoxLayout()
         self.dtype = QComboBox()
         self.dtype.addItems(["f16", "bf16", "f32"])
-        self.out = QLineEdit()
-        self.out.setPlaceholderText("Corral's models folder (default)")
-        browse = QPushButton("Browse…")
-        browse.clicked.connect(self._choose_out)
-        out_row.addWidget(self.dtype)
-        out_row.addWidget(self.out, 1)
-        out_row.addWidget(browse)
+        out_row, self.out = save_as_row(self, "Save the merged model as", self.dtype)
         form.addRow("Save as", out_row)
-        col.addLayout(form)
-        buttons = QHBoxLayout()
-        self.run_button = QPushButton("Merge")
-        self.run_button.setObjectName("primary")
-        self.run_button.clicked.connect(self.start)
-        buttons.addWidget(self.run_button)
-        self.progress = ProgressRow()
-        self.progress.stop.clicked.connect(self.stop)
-        buttons.addWidget(self.progress, 1)
-        col.addLayout(buttons)
-        self.result = QTextBrowser()
-        self.result.setPlaceholderText("The merged model, its parents and layers appear here.")
-        col.addWidget(self.result, 1)
+        self.col.addLayout(form)
+        self.add_run_row("Merge", self.start,
+                         "The merged model, its parents and layers appear here.")
         ctx.bus.models_changed.connect(self.picker.refresh)
         ctx.bus.models_changed.connect(self.base.refresh)
         self._method_changed()
@@ -163,12 +138,6 @@ class MergeTab(QWidget):
                 "seed": self.seed, "layers": self.layers, "experts": self.experts}
         for key, widget in rows.items():
             self.form.setRowVisible(widget, method in ROWS[key])
-
-    def _choose_out(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save the merged model as",
-                                              str(Path.home()), "GGUF models (*.gguf)")
-        if path:
-            self.out.setText(path)
 
     def add_model(self, ref: str | None = None) -> None:
         text = (ref if isinstance(ref, str) else None) or self.picker.text()
@@ -219,35 +188,22 @@ class MergeTab(QWidget):
             self.result.setHtml(f"<p><b>Not merged.</b> {html.escape(exc.sentence())}</p>")
             return None
         out = self.out.text().strip()
-        self.run_button.setEnabled(False)
-        self.progress.started(f"Merging {len(spec.models)} models with {spec.method}…")
         self.result.clear()
-        self.worker = self.ctx.jobs.run(
-            _merge_job, spec, Path(out).expanduser() if out else None, self.ctx.settings,
-            group=GROUP, on_progress=self.progress.report, on_result=self._done,
-            on_error=self._failed, on_cancelled=self._stopped)
-        return self.worker
+        return self.run_job(
+            f"Merging {len(spec.models)} models with {spec.method}…", _merge_job, spec,
+            Path(out).expanduser() if out else None, self.ctx.settings, on_result=self._done)
 
-    def stop(self) -> None:
-        self.ctx.jobs.cancel(GROUP)
-
-    def _stopped(self, _partial: object) -> None:
-        self.run_button.setEnabled(True)
-        self.progress.finished("Stopped. Nothing was written: the partial file was deleted.")
-
-    def _failed(self, exc: BaseException) -> None:
-        self.run_button.setEnabled(True)
-        sentence = self.ctx.show_error(exc)
-        self.progress.finished(sentence)
+    def _failed(self, exc: BaseException) -> str:
+        sentence = super()._failed(exc)
         self.result.setHtml(f"<p><b>Not merged.</b> {html.escape(sentence)} Nothing was "
                             "written.</p>")
+        return sentence
 
     def _done(self, result: object) -> None:
         from core.workshop.merge import MergeResult
 
         assert isinstance(result, MergeResult)
-        self.run_button.setEnabled(True)
-        self.progress.finished(f"Wrote {result.path.name} in {result.seconds:.1f} s.")
+        self.ended(f"Wrote {result.path.name} in {result.seconds:.1f} s.")
         self.result.setHtml(describe(result))
         self.ctx.bus.models_changed.emit()
         self.merged.emit(str(result.path))

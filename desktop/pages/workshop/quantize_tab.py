@@ -7,23 +7,12 @@ import html
 from pathlib import Path
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (
-    QComboBox,
-    QFileDialog,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QPushButton,
-    QTextBrowser,
-    QVBoxLayout,
-    QWidget,
-)
+from PySide6.QtWidgets import QComboBox, QFormLayout, QWidget
 
 from core.config import Settings
 from desktop.context import AppContext
 from desktop.jobs import Job, Worker
-from desktop.pages.workshop.common import ModelPicker, ProgressRow, job_progress
+from desktop.pages.workshop.common import JobTab, ModelPicker, job_progress, save_as_row
 
 GROUP = "workshop-quantize"
 TYPE_HELP = {
@@ -48,19 +37,15 @@ def _quantize_job(job: Job, src: str, type_name: str, out: str,
                     progress=job_progress(job), settings=settings)
 
 
-class QuantizeTab(QWidget):
+class QuantizeTab(JobTab):
+    GROUP = GROUP
+    STOPPED = "Stopped. Nothing was written: the partial file was deleted."
     quantized = Signal(str)  # the new model's path
 
     def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
         from core.workshop.quantize import TYPES
 
-        super().__init__(parent)
-        self.ctx = ctx
-        self.worker: Worker[object] | None = None
-        col = QVBoxLayout(self)
-        intro = QLabel(INTRO)
-        intro.setWordWrap(True)
-        col.addWidget(intro)
+        super().__init__(ctx, INTRO, parent)
         form = QFormLayout()
         self.source = ModelPicker()
         form.addRow("Model", self.source)
@@ -69,34 +54,12 @@ class QuantizeTab(QWidget):
             self.type_box.addItem(f"{name}  ({TYPE_HELP[name]})", name)
         self.type_box.setCurrentIndex(list(TYPES).index("Q4_K_M"))
         form.addRow("Type", self.type_box)
-        out_row = QHBoxLayout()
-        self.out = QLineEdit()
-        self.out.setPlaceholderText("Corral's models folder (default)")
-        browse = QPushButton("Browse…")
-        browse.clicked.connect(self._choose_out)
-        out_row.addWidget(self.out, 1)
-        out_row.addWidget(browse)
+        out_row, self.out = save_as_row(self, "Save the quantized model as")
         form.addRow("Save as", out_row)
-        col.addLayout(form)
-        buttons = QHBoxLayout()
-        self.run_button = QPushButton("Quantize")
-        self.run_button.setObjectName("primary")
-        self.run_button.clicked.connect(self.start)
-        buttons.addWidget(self.run_button)
-        self.progress = ProgressRow()
-        self.progress.stop.clicked.connect(self.stop)
-        buttons.addWidget(self.progress, 1)
-        col.addLayout(buttons)
-        self.result = QTextBrowser()
-        self.result.setPlaceholderText("The new model, its size and what fell back appear here.")
-        col.addWidget(self.result, 1)
+        self.col.addLayout(form)
+        self.add_run_row("Quantize", self.start,
+                         "The new model, its size and what fell back appear here.")
         ctx.bus.models_changed.connect(self.source.refresh)
-
-    def _choose_out(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save the quantized model as",
-                                              str(Path.home()), "GGUF models (*.gguf)")
-        if path:
-            self.out.setText(path)
 
     def start(self) -> Worker[object] | None:
         src = self.source.text()
@@ -104,34 +67,21 @@ class QuantizeTab(QWidget):
             self.progress.finished("Choose a model to quantize first.")
             return None
         type_name = str(self.type_box.currentData())
-        self.run_button.setEnabled(False)
-        self.progress.started(f"Quantizing {src} to {type_name}…")
         self.result.clear()
-        self.worker = self.ctx.jobs.run(
-            _quantize_job, src, type_name, self.out.text().strip(), self.ctx.settings,
-            group=GROUP, on_progress=self.progress.report, on_result=self._done,
-            on_error=self._failed, on_cancelled=self._stopped)
-        return self.worker
+        return self.run_job(
+            f"Quantizing {src} to {type_name}…", _quantize_job, src, type_name,
+            self.out.text().strip(), self.ctx.settings, on_result=self._done)
 
-    def stop(self) -> None:
-        self.ctx.jobs.cancel(GROUP)
-
-    def _stopped(self, _partial: object) -> None:
-        self.run_button.setEnabled(True)
-        self.progress.finished("Stopped. Nothing was written: the partial file was deleted.")
-
-    def _failed(self, exc: BaseException) -> None:
-        self.run_button.setEnabled(True)
-        sentence = self.ctx.show_error(exc)
-        self.progress.finished(sentence)
+    def _failed(self, exc: BaseException) -> str:
+        sentence = super()._failed(exc)
         self.result.setHtml(f"<p><b>Not quantized.</b> {html.escape(sentence)}</p>")
+        return sentence
 
     def _done(self, result: object) -> None:
         from core.workshop.quantize import QuantizeResult
 
         assert isinstance(result, QuantizeResult)
-        self.run_button.setEnabled(True)
-        self.progress.finished(f"Wrote {Path(result.path).name} in {result.seconds:.1f} s.")
+        self.ended(f"Wrote {Path(result.path).name} in {result.seconds:.1f} s.")
         self.result.setHtml(describe(result))
         self.ctx.bus.models_changed.emit()
         self.quantized.emit(result.path)

@@ -12,20 +12,23 @@ import pyqtgraph as pg
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QComboBox,
-    QFileDialog,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QPushButton,
     QTextBrowser,
-    QVBoxLayout,
     QWidget,
 )
 
 from core.config import Settings
 from desktop.context import AppContext
 from desktop.jobs import Job, Worker
-from desktop.pages.workshop.common import ModelPicker, ProgressRow, job_progress
+from desktop.pages.workshop.common import (
+    JobTab,
+    ModelPicker,
+    job_progress,
+    primary_button,
+    text_file_field,
+)
 
 GROUP = "workshop-ternary"
 INTRO = ("BitNet b1.58 keeps every weight in {-1, 0, 1}: scale a tensor by its mean absolute "
@@ -60,19 +63,17 @@ def _ternarise_job(job: Job, path: str, text_file: str, settings: Settings) -> o
                            progress=lambda f, t: report(0.5 + 0.5 * f, t))
 
 
-class TernaryTab(QWidget):
+class TernaryTab(JobTab):
+    GROUP = GROUP
+    STOPPED = "Stopped. Nothing was left in the library."
     viewed = Signal()
     measured = Signal()
 
     def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.ctx = ctx
+        super().__init__(ctx, INTRO, parent)
         self.path = ""
         self.view: object = None
-        col = QVBoxLayout(self)
-        intro = QLabel(INTRO)
-        intro.setWordWrap(True)
-        col.addWidget(intro)
+        col = self.col
         row = QHBoxLayout()
         self.picker = ModelPicker()
         self.open_button = QPushButton("Open")
@@ -98,31 +99,19 @@ class TernaryTab(QWidget):
         self.stats.setWordWrap(True)
         col.addWidget(self.stats)
         row = QHBoxLayout()
-        self.text_path = QLineEdit()
-        self.text_path.setPlaceholderText("a text file to measure perplexity on")
-        browse = QPushButton("Browse…")
-        browse.clicked.connect(self._choose_text)
-        self.ternarise_button = QPushButton("Ternarise the whole model and measure")
-        self.ternarise_button.setObjectName("primary")
-        self.ternarise_button.clicked.connect(self.ternarise)
+        self.text_path, browse = text_file_field(self, "a text file to measure perplexity on")
+        self.run_button = primary_button("Ternarise the whole model and measure", self.ternarise)
+        self.ternarise_button = self.run_button
         row.addWidget(QLabel("Text"))
         row.addWidget(self.text_path, 1)
         row.addWidget(browse)
         row.addWidget(self.ternarise_button)
         col.addLayout(row)
-        self.progress = ProgressRow()
-        self.progress.stop.clicked.connect(lambda: self.ctx.jobs.cancel(GROUP))
         col.addWidget(self.progress)
         self.result = QTextBrowser()
         self.result.setMaximumHeight(130)
         col.addWidget(self.result)
         ctx.bus.models_changed.connect(self.picker.refresh)
-
-    def _choose_text(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Text to measure on", str(Path.home()),
-                                              "Text (*.txt *.md);;All files (*)")
-        if path:
-            self.text_path.setText(path)
 
     def open_model(self) -> Worker[object] | None:
         ref = self.picker.text()
@@ -202,29 +191,16 @@ class TernaryTab(QWidget):
         if not text:
             self.progress.finished("Choose a text file to measure perplexity on.")
             return None
-        self.ternarise_button.setEnabled(False)
-        self.progress.started("Ternarising every weight matrix…")
-        return self.ctx.jobs.run(_ternarise_job, self.path, text, self.ctx.settings,
-                                 group=GROUP, on_progress=self.progress.report,
-                                 on_result=self._ternarised, on_error=self._failed,
-                                 on_cancelled=self._stopped)
-
-    def _stopped(self, _partial: object) -> None:
-        self.ternarise_button.setEnabled(True)
-        self.progress.finished("Stopped. Nothing was left in the library.")
-
-    def _failed(self, exc: BaseException) -> None:
-        self.ternarise_button.setEnabled(True)
-        self.progress.finished(self.ctx.show_error(exc))
+        return self.run_job("Ternarising every weight matrix…", _ternarise_job, self.path, text,
+                            self.ctx.settings, on_result=self._ternarised)
 
     def _ternarised(self, evaluation: object) -> None:
         from core.workshop.measure import Evaluation
         from core.workshop.ternary import WHY_IT_FAILS
 
         assert isinstance(evaluation, Evaluation)
-        self.ternarise_button.setEnabled(True)
         before, after = evaluation.variants[0], evaluation.variants[1]
-        self.progress.finished(f"Ternarised copy: {after.name}.")
+        self.ended(f"Ternarised copy: {after.name}.")
         self.result.setHtml(
             f"<p><b>Perplexity before: {before.perplexity:.2f}, after ternarising: "
             f"{after.perplexity:.4g}</b> (top-1 agreement {after.top1_agreement or 0:.1%}, "
