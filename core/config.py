@@ -72,10 +72,17 @@ class StoreSettings:
     port: int = 8000
 
 
+def _default_embedder_mode() -> str:
+    """'standard', or 'fast' where torch is left out (the bundle ships that mode's export)."""
+    import importlib.util
+
+    return "standard" if importlib.util.find_spec("torch") is not None else "fast"
+
+
 @dataclass
 class EmbedderSettings:
     default: str = "minilm"  # "minilm", a sentence-transformers folder, ollama:NAME, a .gguf
-    mode: str = "standard"  # "standard", "fast", "fastest"
+    mode: str = field(default_factory=_default_embedder_mode)  # "standard", "fast", "fastest"
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import Cancelled, CorralError
+from core.errors import Cancelled, CorralError, FeatureUnavailable
 from core.lab.vectors import Cancel, Progress
 from core.rag.keyword import words
 
@@ -112,7 +112,12 @@ def train_embedding_classifier(train: tuple[list[str], list[int]], test: tuple[l
                                ) -> SideResult:
     """Embedding -> mean over the real words -> Linear -> sigmoid, full-batch Adam on binary
     cross-entropy. Cancelled: Cancelled (nothing partial worth keeping)."""
-    import torch
+    try:
+        import torch
+    except ImportError as exc:
+        raise FeatureUnavailable(
+            "the Lab's embedding-layer classifier needs torch, which this copy of Corral "
+            "leaves out", hint="Install Corral from pip to train it.") from exc
 
     start = time.perf_counter()
     torch.manual_seed(seed)

@@ -126,14 +126,20 @@ def model_fingerprint(folder: Path, root: Path | None = None) -> str:
     return digest
 
 
+def shipped_root() -> Path | None:
+    """The read-only exports a packaged Corral ships (it has no torch to export with)."""
+    shipped = os.environ.get("CORRAL_BUNDLED_EMBEDDERS")
+    return Path(shipped) if shipped else None
+
+
 def variant_dir(folder: Path, mode: str, root: Path | None = None, calibration: str = "") -> Path:
     """Where the export of ``folder`` for ``mode`` lives: <root>/<model hash>/<mode>/, and
     for 'fastest' one folder per calibration, <mode>-<calibration id>/ (an older cache's
     single 'fastest' folder when no id is named). A packaged Corral ships read-only exports in
     the folder CORRAL_BUNDLED_EMBEDDERS names: one found there wins when no root is given."""
-    shipped = os.environ.get("CORRAL_BUNDLED_EMBEDDERS")
-    if root is None and shipped and not calibration:
-        bundled = Path(shipped) / model_fingerprint(folder, Path(shipped))[:16] / mode
+    shipped = shipped_root()
+    if root is None and shipped is not None and not calibration:
+        bundled = shipped / model_fingerprint(folder, shipped)[:16] / mode
         if is_ready(bundled):
             return bundled
     root = root or cache_root()

@@ -38,6 +38,7 @@ from core.rag.export import (
     load_calibration,
     prepare,
     read_info,
+    shipped_root,
     transformer_folder,
     variant_dir,
 )
@@ -88,7 +89,10 @@ class FastEmbedder(WordPieceTokens):
         self.name = f"{name} int8-{str(calib['id'])[:8]}" if calib.get("id") else name
         self.calibration: dict[str, Any] = dict(calib)
         core = ov.Core()
-        core.set_property({"CACHE_DIR": str(model_dir.parent.parent / "ov-cache")})
+        # OpenVINO's compiled-model cache: beside the export, or in the user's cache when the
+        # export is one a packaged Corral ships read-only
+        cache = cache_root() if _shipped(model_dir) else model_dir.parent.parent
+        core.set_property({"CACHE_DIR": str(cache / "ov-cache")})
         self.precision = "bf16" if cpu_supports_bf16(core) else "f32"
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": self.precision,
                                   "PERFORMANCE_HINT": "THROUGHPUT"}
@@ -171,7 +175,8 @@ def make_fast_embedder(folder: Path, mode: str, *, name: str, spec: str,
             # a damaged cache (or one OpenVINO no longer reads) is rebuilt once
             log.warning("the cached %s embedder in %s is unusable (%s); exporting again",
                         mode, target, exc)
-            shutil.rmtree(target, ignore_errors=True)
+            if not _shipped(target):  # a packaged Corral's own files are never removed
+                shutil.rmtree(target, ignore_errors=True)
     if cid and calibration is None:
         calibration = load_calibration(cid, root)
         if calibration is None:
@@ -185,6 +190,11 @@ def make_fast_embedder(folder: Path, mode: str, *, name: str, spec: str,
                      make_current=not calibration_id)
     log.info("exported the %s embedder in %.1f s", mode, time.monotonic() - started)
     return FastEmbedder(folder, mode, target, name=name, spec=spec)
+
+
+def _shipped(path: Path) -> bool:
+    shipped = shipped_root()
+    return shipped is not None and path.is_relative_to(shipped)
 
 
 def _cached(folder: Path, mode: str, root: Path | None, cid: str) -> Path:
