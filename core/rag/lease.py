@@ -11,6 +11,7 @@ back: of two machines that wrote at once, the one whose name was overwritten ste
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import threading
@@ -20,6 +21,7 @@ from types import TracebackType
 from core.errors import KnowledgeBaseBusy
 from core.rag.store import Store
 
+log = logging.getLogger(__name__)
 LEASE_S = float(os.environ.get("CORRAL_LEASE_S", "30"))
 SETTLE_S = 0.2  # how long a new holder waits before reading its claim back
 
@@ -96,8 +98,8 @@ class IndexLease:
         while not self._stop.wait(LEASE_S / 3):
             try:
                 self._write(time.time() + LEASE_S)
-            except Exception:  # the store is away: the run itself will say so
-                pass
+            except Exception as exc:  # the store is away: the run itself will say so
+                log.warning("could not renew the index lease of %s: %s", self.kb_name, exc)
 
     def release(self) -> None:
         self._stop.set()
@@ -108,8 +110,8 @@ class IndexLease:
                 current = self.holder()
                 if current is not None and current[0] == self.me:
                     self._write(0.0)
-            except Exception:  # a collection swapped away by a rebuild has no lease to drop
-                pass
+            except Exception as exc:  # a collection swapped away by a rebuild has no lease
+                log.debug("no lease to drop on %s: %s", self.collection, exc)
 
     def __enter__(self) -> IndexLease:
         return self.acquire()

@@ -67,10 +67,10 @@ class CalibrationChoice(QWidget):
 
 
 def _kb_names(job: Job, settings: Settings) -> list[str]:
-    from core.rag.knowledge_base import list_kbs
+    from core.analysis.corpus import knowledge_base_names
 
     job.progress(None, "Listing knowledge bases…")
-    return [info.name for info in list_kbs(settings=settings)]
+    return knowledge_base_names(settings)
 
 
 def calibration_texts(job: Job, settings: Settings, source: tuple[Any, ...]) -> list[str] | None:
