@@ -38,6 +38,8 @@ from tests.fixtures.guards import guard_gguf
 GUARD = "llama-guard3:8b"
 QUESTION = "How do I bake bread?"
 
+pytestmark = pytest.mark.usefixtures("close_engines")  # tests/core/conftest.py
+
 
 @dataclass
 class Env:
@@ -207,24 +209,6 @@ FAULTS = {
     "unknown category": Fault(gguf_guard("unknown-category"), "unsafe",
                               "S42 is not a llama-guard-2 category"),
 }
-
-
-@pytest.fixture(scope="module")
-def chat_backend(tiny_gguf: Path) -> Iterator[LlamaCppBackend]:
-    yield LlamaCppBackend(tiny_gguf, n_ctx=1024, n_threads=1)
-
-
-@pytest.fixture(scope="module")
-def guards(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("guards")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def close_engines() -> Iterator[None]:
-    yield
-    from core.models.pool import close_all
-
-    close_all()
 
 
 def env_for(ollama_server: Any, guards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -14,15 +14,13 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 import core.safety.guard_backends as backends_module
-from core.chat.llama_backend import LlamaCppBackend
 from core.chat.session import ChatSession
 from core.chat.store import HistoryStore
 from core.errors import Cancelled
@@ -40,23 +38,7 @@ from tests.core.test_guard_faults import (
     session_for,
 )
 
-
-@pytest.fixture(scope="module")
-def chat_backend(tiny_gguf: Path) -> Iterator[LlamaCppBackend]:
-    yield LlamaCppBackend(tiny_gguf, n_ctx=1024, n_threads=1)
-
-
-@pytest.fixture(scope="module")
-def guards(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("guards")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def close_engines() -> Iterator[None]:
-    yield
-    from core.models.pool import close_all
-
-    close_all()
+pytestmark = pytest.mark.usefixtures("close_engines")  # tests/core/conftest.py
 
 
 @dataclass
