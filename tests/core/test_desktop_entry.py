@@ -132,3 +132,20 @@ def test_metainfo_validates_and_names_the_repository_screenshots() -> None:
     done = subprocess.run([appstreamcli, "validate", "--no-net", str(metainfo)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_a_wheel_carries_what_the_menu_entry_needs(tmp_path: Path) -> None:
+    """`pip install corral` (a wheel, not a checkout) can still add itself to the menu."""
+    import sys
+    import zipfile
+
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(root), "--no-deps",
+                    "--no-build-isolation", "-q", "-w", str(tmp_path)],
+                   check=True, capture_output=True, timeout=300)
+    names = zipfile.ZipFile(next(tmp_path.glob("corral-*.whl"))).namelist()
+    assert "resources/io.github.corral.Corral.desktop" in names
+    assert "resources/icons/corral.svg" in names
+    assert "resources/icons/hicolor/16x16/apps/io.github.corral.Corral.png" in names
+    assert not any("screenshots" in n for n in names)  # the README's pictures stay out
