@@ -35,9 +35,9 @@ class CountingEmbedder:
 
 
 @pytest.fixture
-def embedded(any_store):
+def embedded(store):
     """Named for history: each test runs on an embedded store and on a `chroma run` server."""
-    return any_store
+    return store
 
 
 def all_ids(kb) -> list[str]:

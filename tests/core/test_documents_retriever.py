@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def kb(tmp_path: Path, minilm_embedder, any_store):
+def kb(tmp_path: Path, minilm_embedder, store):
     docs = tmp_path / "docs"
     docs.mkdir()
     for i in range(4):
@@ -26,7 +26,7 @@ def kb(tmp_path: Path, minilm_embedder, any_store):
     (docs / "parts.txt").write_text("Replacement part ZX-4471Q fits the older pump housing.", encoding="utf-8")
     (docs / "copy-a.txt").write_text("The lighthouse keeper logs the weather every hour.", encoding="utf-8")
     (docs / "copy-b.txt").write_text("The lighthouse keeper logs the weather every hour.", encoding="utf-8")
-    kb = create_kb("r", settings=Settings(), store=any_store)
+    kb = create_kb("r", settings=Settings(), store=store)
     index_paths(kb, [docs])
     yield kb
     kb.close()
