@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.errors import CorralError
+from core.errors import DesktopEntryError
 
 APP_ID = "io.github.corral.Corral"
 ICON_SIZES = (16, 24, 32, 48, 64, 128, 256, 512)
@@ -25,10 +25,6 @@ SYSTEM_PREFIXES = ("/usr", "/etc", "/opt", "/var", "/lib", "/lib32", "/lib64", "
                    "/boot", "/srv", "/snap", "/nix", "/proc", "/sys", "/dev")
 #: characters that make the desktop-entry spec ask for a quoted Exec argument
 _RESERVED = set(" \t\n\"'\\><~|&;$*?#()`")
-
-
-class DesktopEntryError(CorralError):
-    """The desktop entry cannot be installed or removed where it was asked to."""
 
 
 @dataclass

@@ -169,3 +169,72 @@ class GuardAnswerNotUnderstood(CorralError):
 
 class FeatureUnavailable(CorralError):
     """A feature needs something that is not installed or not landed yet."""
+
+
+# --- safety --------------------------------------------------------------------------
+
+
+class AuditLogError(CorralError):
+    """The audit log cannot be opened or written: damaged, locked or read-only."""
+
+
+class GuardTimeout(CorralError):
+    """The guard model did not finish its answer within the guard's time limit."""
+
+    def __init__(self, seconds: float, *, partial: str = "") -> None:
+        super().__init__(f"the guard did not answer within {seconds:g} s",
+                         hint="Send again, or raise the guard's time limit on the Safety page.")
+        self.partial = partial
+
+
+class CheckStopped(Cancelled):
+    """The check was stopped (its ``CheckCancel``) before the guard finished its answer."""
+
+    def __init__(self, *, partial: str = "") -> None:
+        super().__init__("the guard's check was stopped before it answered", partial=partial)
+
+
+class CodeShieldUnavailable(CorralError):
+    """CodeShield's rule files are missing or cannot be read."""
+
+    hint = "Install Corral's dependencies again: pip install -e ."
+
+    def __init__(self, why: str = "are not installed") -> None:
+        super().__init__(f"CodeShield's rules {why}, so its checks did not run")
+
+
+# --- workshop ------------------------------------------------------------------------
+
+
+class NotEnoughSpace(CorralError):
+    """The disk (or a file-size limit) has no room for the output."""
+
+    hint = "Free some space, or choose another folder with --out."
+
+
+class UnreadableTensorType(CorralError):
+    """A tensor is stored in a type the ``gguf`` dequantizer cannot read."""
+
+    hint = "Start from an F16, BF16 or F32 copy of the model, or a common quantized type."
+
+
+class MergeRefused(CorralError):
+    """The merge cannot be done as asked (bad parameters, models that do not fit together)."""
+
+
+class VocabularyMismatch(CorralError):
+    """Two models tokenize the text differently, so their next-token distributions do not
+    line up."""
+
+    hint = "Compare variants of one model (quantized or merged from it)."
+
+
+# --- evaluation and the desktop entry ------------------------------------------------
+
+
+class EvaluationInputError(CorralError):
+    """A queries or STS file cannot be used, or the documents give nothing to ask."""
+
+
+class DesktopEntryError(CorralError):
+    """The desktop entry cannot be installed or removed where it was asked to."""

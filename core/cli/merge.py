@@ -61,8 +61,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def build_spec(args: argparse.Namespace) -> MergeSpec:
     """The MergeSpec the arguments ask for (MergeRefused when they do not add up)."""
+    from core.errors import MergeRefused
     from core.workshop.merge_plan import (
-        MergeRefused,
         MergeSpec,
         parse_layers,
         parse_t,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from core.errors import CorralError
+from core.errors import EvaluationInputError
 
 if TYPE_CHECKING:
     from core.rag.knowledge_base import KnowledgeBase
@@ -33,10 +33,6 @@ PAIRS = 500  # per class (same document / different documents)
 CLUSTER_SAMPLE = 2000
 #: a sentence: text up to the next . ! ? or line end
 _SENTENCE = re.compile(r"[^\s.!?][^.!?\n]*[.!?]*")
-
-
-class EvaluationInputError(CorralError):
-    """A queries or STS file cannot be used, or the documents give nothing to ask."""
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import atomic_write_text, data_dir
-from core.errors import CorralError
+from core.errors import AuditLogError, CorralError
 from core.safety.verdict import GuardVerdict
 
 _SCHEMA = """
@@ -51,10 +51,6 @@ COLUMNS = (
 #: seconds to wait for another writer before the log counts as locked
 BUSY_TIMEOUT_S = 5.0
 _TURN_OFF = "or turn off “Record every check” on the Safety page"
-
-
-class AuditLogError(CorralError):
-    """The audit log cannot be opened or written: damaged, locked or read-only."""
 
 
 def audit_error(path: Path, exc: BaseException) -> AuditLogError:

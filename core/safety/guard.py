@@ -28,9 +28,11 @@ from typing import TYPE_CHECKING
 from core.errors import (
     BackendError,
     BackendTimeout,
+    CheckStopped,
     CorralError,
     EngineCrashed,
     EngineHung,
+    GuardTimeout,
     ModelFileDamaged,
     ModelNotFound,
     UnsafeTemplate,
@@ -39,11 +41,9 @@ from core.prompts.guard import conversation_turns, guard_version, render_guard
 from core.safety.guard_backends import (
     MAX_ANSWER_TOKENS,
     CheckCancel,
-    CheckStopped,
     EngineGuardBackend,
     GuardAnswer,
     GuardBackend,
-    GuardTimeout,
     OllamaGuardBackend,
 )
 from core.safety.verdict import COULD_NOT_RUN, Direction, GuardVerdict, stricter
@@ -369,7 +369,8 @@ class UnavailableGuard(GuardBase):
     def from_settings(cls, settings: Settings, problem: CorralError, *,
                       audit: AuditLog | bool = True) -> UnavailableGuard:
         """The stand-in, recording its verdicts when the audit log itself is not the problem."""
-        from core.safety.audit import AuditLog, AuditLogError
+        from core.errors import AuditLogError
+        from core.safety.audit import AuditLog
 
         s = settings.safety
         log_: AuditLog | None = None if isinstance(audit, bool) else audit

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from core.errors import Cancelled, CorralError, PromptFormatError
+from core.errors import Cancelled, CheckStopped, CorralError, GuardTimeout, PromptFormatError
 from core.prompts.base import RenderedPrompt
 from core.prompts.guard import (
     GuardVersion,
@@ -35,22 +35,6 @@ log = logging.getLogger("corral.safety")
 #: The longest answer read. A verdict needs a few tokens ("unsafe\nS1,S10,S14" is under 12 in
 #: any Llama vocabulary); a guard still talking after this many is not understood.
 MAX_ANSWER_TOKENS = 32
-
-
-class GuardTimeout(CorralError):
-    """The guard model did not finish its answer within the guard's time limit."""
-
-    def __init__(self, seconds: float, *, partial: str = "") -> None:
-        super().__init__(f"the guard did not answer within {seconds:g} s",
-                         hint="Send again, or raise the guard's time limit on the Safety page.")
-        self.partial = partial
-
-
-class CheckStopped(Cancelled):
-    """The check was stopped (its ``CheckCancel``) before the guard finished its answer."""
-
-    def __init__(self, *, partial: str = "") -> None:
-        super().__init__("the guard's check was stopped before it answered", partial=partial)
 
 
 class CheckCancel:

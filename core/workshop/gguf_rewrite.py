@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import Cancelled, CorralError, ModelFileDamaged
+from core.errors import Cancelled, CorralError, ModelFileDamaged, UnreadableTensorType
 
 #: transform(tensor name, float32 weights) -> new float32 weights (same shape)
 Transform = Callable[[str, np.ndarray], np.ndarray]
@@ -23,12 +23,6 @@ Transform = Callable[[str, np.ndarray], np.ndarray]
 Progress = Callable[[float, str], None]
 
 F16_FILE_TYPE = 1  # llama_ftype LLAMA_FTYPE_MOSTLY_F16
-
-
-class UnreadableTensorType(CorralError):
-    """A tensor is stored in a type the ``gguf`` dequantizer cannot read."""
-
-    hint = "Start from an F16, BF16 or F32 copy of the model, or a common quantized type."
 
 
 @dataclass

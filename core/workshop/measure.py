@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core.errors import Cancelled, CorralError, EngineBusy
+from core.errors import Cancelled, CorralError, EngineBusy, VocabularyMismatch
 from core.workshop import gguf_rewrite
 from core.workshop.quantize import resolve_source, source_type
 
@@ -30,13 +30,6 @@ Progress = Callable[[float, str], None]
 MIN_TOKENS = 16
 #: llama-cpp-python decodes at most n_batch = 512 tokens at once: a chunk is one decode
 MAX_CHUNK = 512
-
-
-class VocabularyMismatch(CorralError):
-    """Two models tokenize the text differently, so their next-token distributions do not
-    line up."""
-
-    hint = "Compare variants of one model (quantized or merged from it)."
 
 
 @dataclass

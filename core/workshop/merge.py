@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from core.errors import Cancelled, ModelNotFound
+from core.errors import Cancelled, MergeRefused, ModelNotFound
 from core.workshop import merge_stream
 from core.workshop.merge_io import (
     ARRAY,
@@ -39,7 +39,7 @@ from core.workshop.merge_math import (
     slerp,
     task_arithmetic,
 )
-from core.workshop.merge_plan import MergeRefused, MergeSpec, evaluate
+from core.workshop.merge_plan import MergeSpec, evaluate
 
 if TYPE_CHECKING:
     from core.config import Settings

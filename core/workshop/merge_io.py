@@ -18,9 +18,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from core.errors import ModelFileDamaged
+from core.errors import MergeRefused, ModelFileDamaged
 from core.workshop.merge_math import Array
-from core.workshop.merge_plan import MergeRefused
 from core.workshop.merge_stream import convert
 
 BLOCK = re.compile(r"blk\.(\d+)\.(.+)")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.errors import CorralError
+from core.errors import MergeRefused
 
 METHODS = ("linear", "slerp", "ties", "dare", "passthrough", "moe")
 DTYPES = ("f16", "bf16", "f32")
@@ -25,10 +25,6 @@ _HF_ALIASES = {
     "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj", "token_embd": "model.embed_tokens",
     "output_norm": "model.norm", "output": "lm_head",
 }
-
-
-class MergeRefused(CorralError):
-    """The merge cannot be done as asked (bad parameters, models that do not fit together)."""
 
 
 #: a parameter: a number, a gradient list, or mergekit's [(filter, value), ...] (None: any)

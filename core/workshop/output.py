@@ -20,19 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from core.config import atomic_write_text, data_dir
-from core.errors import CorralError
+from core.errors import CorralError, NotEnoughSpace
 from core.units import human_size
 
 PROVENANCE_SUFFIX = ".provenance.json"
 #: room kept free on top of the estimate (metadata, file-system overhead)
 _MARGIN = 16 << 20
 _DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
-
-
-class NotEnoughSpace(CorralError):
-    """The disk (or a file-size limit) has no room for the output."""
-
-    hint = "Free some space, or choose another folder with --out."
 
 
 def models_dir() -> Path:

@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.errors import Cancelled, CorralError
+from core.errors import Cancelled, CorralError, NotEnoughSpace
 from core.workshop import gguf_rewrite
-from core.workshop.output import NotEnoughSpace, final_path, library_output
+from core.workshop.output import final_path, library_output
 
 if TYPE_CHECKING:
     from core.config import Settings

@@ -18,7 +18,8 @@ import pytest
 
 from core import desktop_entry
 from core.cli import main
-from core.desktop_entry import APP_ID, ICON_SIZES, DesktopEntryError
+from core.desktop_entry import APP_ID, ICON_SIZES
+from core.errors import DesktopEntryError
 
 RES = desktop_entry.resources_dir()
 EXE = Path("/opt/my tools/venv/bin/corral")  # a space: the Exec key must quote it

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import CorralError
+from core.errors import CorralError, EvaluationInputError
 from core.evaluate.contestants import contestants
 from core.evaluate.dataset import (
-    EvaluationInputError,
     EvaluationSet,
     Passage,
     known_item_queries,

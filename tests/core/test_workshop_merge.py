@@ -16,17 +16,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from core.errors import Cancelled, ModelFileDamaged
+from core.errors import Cancelled, MergeRefused, ModelFileDamaged
 from core.workshop.merge import merge
 from core.workshop.merge_math import slerp, task_arithmetic
-from core.workshop.merge_plan import (
-    Expert,
-    LayerSlice,
-    MergeRefused,
-    MergeSpec,
-    constant,
-    read_mergekit_config,
-)
+from core.workshop.merge_plan import Expert, LayerSlice, MergeSpec, constant, read_mergekit_config
 from tools.tiny_gguf import make_tiny_gguf
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -456,7 +449,7 @@ def test_cancel_mid_write_leaves_no_file(tiny, tmp_path) -> None:
 def test_no_free_space_is_refused_before_writing(tiny, tmp_path, monkeypatch) -> None:
     import shutil
 
-    from core.workshop.output import NotEnoughSpace
+    from core.errors import NotEnoughSpace
 
     monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1, 1, 1000))
     out = tmp_path / "out"

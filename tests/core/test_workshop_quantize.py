@@ -13,17 +13,16 @@ from pathlib import Path
 import pytest
 
 from core.cli import main
-from core.errors import Cancelled, CorralError, ModelFileDamaged
+from core.errors import (
+    Cancelled,
+    CorralError,
+    ModelFileDamaged,
+    NotEnoughSpace,
+    UnreadableTensorType,
+)
 from core.models import library
 from core.models.gguf_meta import read_gguf
-from core.workshop.gguf_rewrite import UnreadableTensorType
-from core.workshop.output import (
-    NotEnoughSpace,
-    check_free_space,
-    library_output,
-    models_dir,
-    read_provenance,
-)
+from core.workshop.output import check_free_space, library_output, models_dir, read_provenance
 from core.workshop.quantize import quantize
 from tools.tiny_gguf import make_tiny_gguf
 

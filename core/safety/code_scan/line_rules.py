@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from core.errors import CorralError
+from core.errors import CodeShieldUnavailable, CorralError
 from core.safety.code_scan.records import CodeBlock, EngineResult, Finding, title_for
 
 RULES_PATH = Path(__file__).with_name("corral_rules.json")
@@ -153,15 +153,6 @@ def codeshield_rules_dir() -> Path | None:
         if (rules / "config.yaml").is_file():
             return rules
     return None
-
-
-class CodeShieldUnavailable(CorralError):
-    """CodeShield's rule files are missing or cannot be read."""
-
-    hint = "Install Corral's dependencies again: pip install -e ."
-
-    def __init__(self, why: str = "are not installed") -> None:
-        super().__init__(f"CodeShield's rules {why}, so its checks did not run")
 
 
 def _regex_files(language: str | None) -> tuple[str, ...]:

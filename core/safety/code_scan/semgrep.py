@@ -22,8 +22,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from core.errors import CodeShieldUnavailable
 from core.safety.code_scan.blocks import TYPESCRIPT, fence_word
-from core.safety.code_scan.line_rules import CodeShieldUnavailable, codeshield_rules_dir
+from core.safety.code_scan.line_rules import codeshield_rules_dir
 from core.safety.code_scan.records import CodeBlock, EngineResult, Finding, title_for
 
 SUFFIXES = {"python": ".py", "javascript": ".js", "java": ".java", "csharp": ".cs",
