@@ -13,6 +13,7 @@ a new generation and swaps it in only when the run ends well.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import queue
 import random
@@ -35,6 +36,8 @@ from core.rag.embedder import Embedder
 from core.rag.knowledge_base import KnowledgeBase
 from core.rag.lease import IndexLease
 from core.rag.loaders import check_size, decode_bytes, kind_of, load_document, scan
+
+log = logging.getLogger(__name__)
 
 FIRST_BATCH = 32
 
@@ -156,9 +159,15 @@ class IndexJob:
         self._stop_when = stop_when  # e.g. a GUI job's "cancelled" flag, polled
         self.stats = _Stats()
         self.results: list[IndexEvent] = []
+        self.lease: IndexLease | None = None  # held while the run goes
 
     def cancel(self) -> None:
         self._cancel.set()
+
+    def _check_lease(self) -> None:
+        """Stop before writing more if another machine took the knowledge base over."""
+        if self.lease is not None:
+            self.lease.check()
 
     @property
     def cancelled(self) -> bool:
@@ -187,7 +196,8 @@ class IndexJob:
 
     def run(self) -> Iterator[IndexEvent]:
         live = self.kb
-        with IndexLease(live.store, live.collection, live.name):
+        with IndexLease(live.store, live.collection, live.name) as lease:
+            self.lease = lease
             if not self.rebuild:
                 yield from self._run()
                 return
@@ -200,8 +210,12 @@ class IndexJob:
                         swapped = True
                     yield ev
             finally:
-                if not swapped:
-                    self.kb.abandon()  # the old generation stays, whole
+                if not swapped and self.kb.building:  # not marked live: the old one serves
+                    try:
+                        self.kb.abandon()
+                    except CorralError as exc:  # the store is away: the next rebuild clears it
+                        log.warning("could not drop the unfinished rebuild of %s: %s",
+                                    self.kb.name, exc.sentence())
                 self.kb.close()
 
     def _run(self) -> Iterator[IndexEvent]:
@@ -335,6 +349,7 @@ class IndexJob:
         seen = 0
 
         def finalize(work: _FileWork, status: str, reason: str = "") -> None:
+            self._check_lease()
             source = str(work.path)
 
             def run() -> None:
@@ -397,6 +412,7 @@ class IndexJob:
 
         def flush() -> Iterator[IndexEvent]:
             nonlocal seen
+            self._check_lease()
             batch = pending[:]
             pending.clear()
             texts = [c.text for _w, c in batch]

@@ -6,6 +6,9 @@ wall-clock deadline) and renews them while it works; a holder that dies stops re
 its lease runs out after ``LEASE_S`` seconds (at once for a dead process on the same
 machine). Taking a lease writes, waits a moment and reads
 back: of two machines that wrote at once, the one whose name was overwritten steps aside.
+A holder that finds its claim taken over, or could not renew it before it ran out, has lost
+it: ``check()`` then raises, and the index run stops before its next write (what it stored
+is whole, and the next run goes on from there).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ class IndexLease:
         self.me = holder_name()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.lost = ""  #: why this holder's claim is no longer its own ('' while it holds)
 
     def holder(self) -> tuple[str, float] | None:
         """(who, until) of a lease that has not run out, or None. A holder on this machine
@@ -95,11 +99,28 @@ class IndexLease:
         return self
 
     def _renew(self) -> None:
+        renewed = time.monotonic()
         while not self._stop.wait(LEASE_S / 3):
             try:
+                current = self.holder()
+                if current is not None and current[0] != self.me:
+                    self.lost = f"{current[0]} holds it now"
+                    return
                 self._write(time.time() + LEASE_S)
-            except Exception as exc:  # the store is away: the run itself will say so
+                renewed = time.monotonic()
+            except Exception as exc:  # the store is away: try again until the claim runs out
                 log.warning("could not renew the index lease of %s: %s", self.kb_name, exc)
+                if time.monotonic() - renewed >= LEASE_S:
+                    self.lost = f"it could not be renewed for {LEASE_S:g} s ({exc})"
+                    return
+
+    def check(self) -> None:
+        """Raise KnowledgeBaseBusy if this holder lost its claim (before it writes more)."""
+        if self.lost:
+            raise KnowledgeBaseBusy(
+                f"indexing '{self.kb_name}' stopped: this Corral's claim on it was lost "
+                f"({self.lost})",
+                hint="What was stored is kept. Index again once the other run has finished.")
 
     def release(self) -> None:
         self._stop.set()

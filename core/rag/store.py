@@ -83,6 +83,15 @@ def _chroma_errors() -> tuple[type[Exception], ...]:
     return (*errors, httpx.HTTPError)
 
 
+def _unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the server could not be reached or dropped the connection."""
+    try:
+        import httpx
+    except ImportError:  # the embedded client only
+        return False
+    return isinstance(exc, httpx.TransportError)
+
+
 class Store:
     """One Chroma client and the thread that owns it."""
 
@@ -133,7 +142,17 @@ class Store:
             try:
                 fut.set_result(fn())
             except BaseException as exc:
-                fut.set_exception(exc)
+                fut.set_exception(self._mapped(exc))
+
+    def _mapped(self, exc: BaseException) -> BaseException:
+        """A server that stops answering mid-run is BackendUnavailable, not an httpx error."""
+        if self.mode != "server" or not _unreachable(exc):
+            return exc
+        err = BackendUnavailable(
+            f"the Chroma server at {self.where} stopped answering ({type(exc).__name__})",
+            hint="Start it again, then retry: what was stored before is kept.")
+        err.__cause__ = exc
+        return err
 
     def submit(self, fn: Callable[[], T]) -> Future[T]:
         """Run ``fn`` on the storage thread; the future carries its result."""
@@ -200,6 +219,8 @@ class Store:
                 col = self.client.get_collection(name=name, embedding_function=None)
             except _chroma_errors() as exc:  # NotFoundError (older Chroma: ValueError)
                 self._handles.pop(name, None)
+                if _unreachable(exc):
+                    raise
                 raise StoreError(f"no collection {name!r} in the store at {self.where}") from exc
             self._handles[name] = col
         return col

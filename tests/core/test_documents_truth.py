@@ -299,3 +299,113 @@ def test_a_lease_whose_holder_died_runs_out(chroma_server, tmp_path: Path, monke
     lease_module.IndexLease(st, "kb-orphaned", name).acquire().release()
     st.delete_collection("kb-orphaned")
     st.close()
+
+
+@pytest.mark.parametrize("how", ["taken over", "not renewable"])
+def test_a_run_that_loses_its_lease_stops_before_writing_more(
+        chroma_server, tmp_path: Path, monkeypatch, minilm_embedder, how: str) -> None:
+    """A claim that ran out while the store was away, or that another machine took over,
+    is lost: the run stops with a clear error before its next write, what it stored stays
+    whole, and the next run finishes the job."""
+    import time
+
+    monkeypatch.setattr(lease_module, "LEASE_S", 1.5)  # renewed every 0.5 s
+    settings = Settings(store=StoreSettings(mode="server", host=chroma_server.host,
+                                            port=chroma_server.port))
+    docs = tmp_path / "docs"
+    write_corpus(docs, n_files=8, words=150)
+    st = Store(mode="server", host=chroma_server.host, port=chroma_server.port).open()
+    kb = create_kb(f"lost lease {how}", settings=settings, store=st)
+    write = lease_module.IndexLease._write
+    broken: list[bool] = []
+
+    def flaky_write(self: lease_module.IndexLease, until: float) -> None:
+        if broken:
+            raise OSError("the server did not answer")
+        write(self, until)
+
+    monkeypatch.setattr(lease_module.IndexLease, "_write", flaky_write)
+    job = IndexJob(kb, [docs], batch_size=3)
+    events = iter(job)
+    with pytest.raises(KnowledgeBaseBusy) as info:
+        for ev in events:
+            if ev.kind == "file" and not broken:
+                if how == "taken over":  # machine B: this one's claim had run out meanwhile
+                    claim = json.dumps({"holder": "laptop-b (pid 4242)", "host": "laptop-b",
+                                        "pid": 4242})
+                    st.update_metadata(kb.collection, {"corral_lease": claim,
+                                                       "corral_lease_until": time.time() + 60})
+                broken.append(True)
+                time.sleep(2.0)  # the renewal thread notices
+    stopped = info.value.sentence()
+    assert "claim on it was lost" in stopped and "Index again" in stopped
+    assert ("laptop-b (pid 4242) holds it now" if how == "taken over"
+            else "could not be renewed") in stopped
+    done = [e for e in job.results if e.status == "indexed"]
+    assert 1 <= len(done) < 8  # it stopped part-way
+    assert_catalogue_claims_only_whole_files(kb, how)
+    if how == "taken over":  # B's claim is left alone
+        assert lease_module.IndexLease(st, kb.collection, kb.name).holder()[0] == "laptop-b (pid 4242)"
+        st.update_metadata(kb.collection, {"corral_lease": "", "corral_lease_until": 0.0})
+    broken.clear()
+    statuses = [e.status for e in index_paths(kb, [docs])]
+    assert sorted(statuses) == sorted(["unchanged"] * len(done) + ["indexed"] * (8 - len(done)))
+    assert_catalogue_claims_only_whole_files(kb)
+    assert len(chunk_keys(kb)) == len(set(chunk_keys(kb)))
+    kb.close()
+    st.close()
+
+
+@pytest.mark.parametrize("dies", ["before the swap", "after the swap"])
+def test_a_server_that_dies_during_a_rebuild_swap_leaves_one_whole_generation(
+        tmp_path: Path, monkeypatch, minilm_embedder, dies: str) -> None:
+    """The Chroma server itself dies as a rebuild goes live: the run fails with a clear
+    error, and once the server is back the knowledge base is whole: the old generation if
+    the new one was not marked live yet, else the new one, with the old one cleared."""
+    from core import failpoints
+    from core.errors import BackendUnavailable, CorralError
+    from core.rag.knowledge_base import KnowledgeBase as KB
+    from tests.fixtures.chroma import start_chroma, stop_chroma
+
+    server = start_chroma(tmp_path / "data")
+    settings = Settings(store=StoreSettings(mode="server", host=server.host, port=server.port))
+    docs = tmp_path / "docs"
+    write_corpus(docs, n_files=4, words=150)
+    try:
+        st = Store(mode="server", host=server.host, port=server.port).open()
+        kb = create_kb("swapped", settings=settings, store=st)
+        index_paths(kb, [docs])
+        before = sorted(chunk_keys(kb))
+
+        def kill_server() -> None:
+            server.process.kill()
+            server.process.wait()
+
+        if dies == "before the swap":
+            go_live = KB.go_live
+            monkeypatch.setattr(KB, "go_live", lambda self: (kill_server(), go_live(self)))
+        else:
+            reached = failpoints.reached
+            monkeypatch.setattr(failpoints, "reached", lambda name: (
+                kill_server() if name == "rebuild.live" else reached(name)))
+        with pytest.raises(CorralError) as info:
+            list(IndexJob(kb, [docs], rebuild=True))
+        assert isinstance(info.value, BackendUnavailable)
+        assert f"Chroma server at http://127.0.0.1:{server.port}" in info.value.sentence()
+        monkeypatch.undo()
+        close_stores()
+
+        server = start_chroma(server.path, port=server.port)  # the server is back
+        st = Store(mode="server", host=server.host, port=server.port).open()
+        kb = open_kb("swapped", settings=settings, store=st)
+        assert sorted(chunk_keys(kb)) == before
+        assert kb.generation == (0 if dies == "before the swap" else 1)
+        assert Retriever(kb).search("orbit planet", k=3)
+        if dies == "after the swap":
+            assert [c for c, _m in _collections_of(st, "swapped")] == [kb.collection]
+        assert {e.status for e in IndexJob(kb, [docs], rebuild=True)} >= {"indexed"}
+        assert len(_collections_of(st, "swapped")) == 1  # a half-built leftover was cleared
+        kb.close()
+        st.close()
+    finally:
+        stop_chroma(server)
