@@ -1,4 +1,4 @@
-"""`corral kb`: create, list, inspect and remove knowledge bases."""
+"""`corral kb`: create, list, inspect, tune and remove knowledge bases."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from core.cli._common import add_json_flag, load_settings, print_json
 
-HELP = "create, list, inspect and remove knowledge bases"
+HELP = "create, list, inspect, tune and remove knowledge bases"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +28,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     info = sub.add_parser("info", help="show a knowledge base")
     info.add_argument("name")
     add_json_flag(info)
+    tune = sub.add_parser("set", help="change how a knowledge base is searched")
+    tune.add_argument("name")
+    tune.add_argument("--hybrid-weight", type=float, required=True, metavar="W",
+                      help="how much keywords count against meaning, 0..1 (0.5: equally)")
+    add_json_flag(tune)
     rm = sub.add_parser("rm", help="remove a knowledge base and its vectors")
     rm.add_argument("name")
     add_json_flag(rm)
@@ -40,6 +45,8 @@ def _describe(info: Any) -> str:
         f"embedder:   {info.embedder} ({info.mode} mode, {info.dimension} dimensions)",
         f"chunks:     {info.chunks} from {info.files} files ({info.skipped} skipped)",
         f"chunking:   {info.chunk_tokens} tokens, overlap {info.overlap_tokens}",
+        f"search:     hybrid, keyword weight {info.hybrid_weight:g} (0: meaning only, "
+        "1: keywords only)",
         f"sources:    {', '.join(info.sources) or '-'}",
         f"watching:   {'yes' if info.watch else 'no'}",
         f"store:      {info.store} (collection {info.collection})",
@@ -81,6 +88,17 @@ def run(args: argparse.Namespace) -> int:
         info = kb.info()
         kb.close()
         print_json(info.to_dict()) if args.json else print(_describe(info))
+    elif args.action == "set":
+        kb = open_kb(args.name, settings=settings)
+        try:
+            kb.hybrid_weight = args.hybrid_weight
+            info = kb.info()
+        finally:
+            kb.close()
+        if args.json:
+            print_json(info.to_dict())
+        else:
+            print(f"'{info.name}' now searches with keyword weight {info.hybrid_weight:g}")
     elif args.action == "rm":
         remove_kb(args.name, settings=settings)
         if args.json:

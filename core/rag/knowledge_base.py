@@ -73,6 +73,7 @@ class KnowledgeBaseInfo:
     sources: list[str] = field(default_factory=list)
     watch: bool = False
     store: str = ""
+    hybrid_weight: float = 0.5  #: how much keywords count in hybrid search (0..1)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,6 +138,9 @@ class KnowledgeBase:
 
     @hybrid_weight.setter
     def hybrid_weight(self, weight: float) -> None:
+        if not 0.0 <= float(weight) <= 1.0:  # NaN included
+            raise CorralError(f"the hybrid weight must be between 0 and 1, not {weight}",
+                              hint="0 searches by meaning only, 1 by keywords only.")
         self.store.update_metadata(self.collection, {"corral_hybrid_weight": float(weight)})
         self.metadata["corral_hybrid_weight"] = float(weight)
 
@@ -184,6 +188,7 @@ class KnowledgeBase:
             files=sum(1 for r in records if r.status == "indexed"),
             skipped=sum(1 for r in records if r.status != "indexed"),
             sources=self.catalogue.sources(), watch=self.watch, store=self.store.where,
+            hybrid_weight=self.hybrid_weight,
         )
 
     # --- rebuild: a new generation beside the live one, swapped on success -------------------

@@ -62,3 +62,35 @@ def test_index_creates_a_missing_kb_and_prints_a_summary(tmp_path: Path, capsys)
     assert "indexed 1 files" in out.out and "created knowledge base 'quick'" in out.err
     assert main(["kb", "list"]) == 0
     assert capsys.readouterr().out.startswith("quick")
+
+
+def test_kb_set_hybrid_weight_changes_how_search_ranks(tmp_path: Path, capsys) -> None:
+    """The nearest passage in meaning and the best keyword match differ here: the weight
+    decides which comes first."""
+    docs = tmp_path / "d"
+    docs.mkdir()
+    (docs / "animals.txt").write_text(
+        "Marsupials of Australia: kangaroos and wallabies hop across the dry outback, and "
+        "koalas sleep most of the day high in eucalyptus trees. Small wallaby-like animals "
+        "live on islands off the western coast.")
+    (docs / "kitchen.txt").write_text(
+        "The bakery keeps its quokka cookie cutter beside the oven, the flour bins and the "
+        "mixing bowls. Bakers knead the dough before dawn.")
+    (docs / "trains.txt").write_text(
+        "Night trains cross Europe from Paris to Vienna; sleeper cabins hold four bunks.")
+    assert main(["index", str(docs), "--kb", "weights"]) == 0
+    capsys.readouterr()
+
+    def first_hit(weight: str) -> dict:
+        assert main(["kb", "set", "weights", "--hybrid-weight", weight, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["hybrid_weight"] == float(weight)
+        assert main(["search", "small island marsupial quokka", "--kb", "weights", "-k", "3",
+                     "--json"]) == 0
+        return json.loads(capsys.readouterr().out)["hits"][0]
+
+    assert Path(first_hit("0")["source"]).name == "animals.txt"  # meaning only
+    assert Path(first_hit("1")["source"]).name == "kitchen.txt"  # keywords only
+    assert main(["kb", "info", "weights"]) == 0
+    assert "keyword weight 1 (0: meaning only, 1: keywords only)" in capsys.readouterr().out
+    assert main(["kb", "set", "weights", "--hybrid-weight", "1.5"]) == 1
+    assert "between 0 and 1" in capsys.readouterr().err
