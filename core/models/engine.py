@@ -44,6 +44,7 @@ class GenerationEvent:
     first_token_s: float | None = None
     total_s: float | None = None
     prompt_evaluated: int | None = None  #: prompt tokens read (fewer: Stop mid-prompt)
+    prompt_read: int | None = None  #: prompt tokens this request decoded (the rest was cached)
 
 
 class CancelToken:
@@ -417,7 +418,8 @@ class EngineClient:
                         prompt_tokens=int(reply.get("prompt_tokens", 0)),
                         completion_tokens=int(reply.get("completion_tokens", 0)),
                         first_token_s=reply.get("first_token_s"), total_s=reply.get("total_s"),
-                        prompt_evaluated=reply.get("prompt_evaluated"))
+                        prompt_evaluated=reply.get("prompt_evaluated"),
+                        prompt_read=reply.get("prompt_read"))
                     return
                 elif reply.get("ok") is False:
                     done = True

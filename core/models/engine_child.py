@@ -56,6 +56,8 @@ class _Child:
         self.abort = ctypes.create_string_buffer(2)  # abort[0] = 1: llama.cpp stops decoding
         self._abort_cb: Any = None
         self._send_lock = threading.Lock()
+        #: the last prompt generate read, and where the batch that gave its last logits began
+        self._read: tuple[list[int], int] | None = None
 
     # --- plumbing ------------------------------------------------------------------
 
@@ -236,9 +238,13 @@ class _Child:
         import llama_cpp
         import numpy as np
 
-        llm = self.llm
-        llm.reset()
-        llm.eval(list(msg["ids"]))
+        llm, ids = self.llm, [int(i) for i in msg["ids"]]
+        # Reuse the cached prefix (the guard asks right after reading the same prompt and its
+        # answer): only the tokens past it are read, at least the last one for its logits.
+        keep = self._keep(self._cached_prefix(ids[:-1]))
+        if self._read is not None and keep < self._read[1]:
+            self._read = None  # what precedes that prompt's last batch is read anew
+        llm.eval(ids[keep:])
         # Without logits_all, llama-cpp-python keeps no scores; read the last row from the context.
         row = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
         logits = np.ctypeslib.as_array(row, shape=(llm.n_vocab(),)).astype(np.float64)
@@ -302,6 +308,42 @@ class _Child:
             vectors.append(out.tolist())
         return {"vectors": vectors}
 
+    def _reuse(self, prompt: list[int]) -> int:
+        """Set the cache up for reading ``prompt`` and return how many of its tokens are kept.
+
+        A prompt that shares a prefix with the cache reads only the rest (llama-cpp-python's
+        own rule). The same prompt again (Regenerate, a repeated API call) is read again from
+        where the batch that gave its last logits began, as the first reading did: llama-cpp-
+        python would read just its last token, whose logits differ slightly from a batch's,
+        so a greedy answer could change."""
+        keep = self._cached_prefix(prompt)
+        if prompt and keep == len(prompt):
+            read = self._read
+            keep = read[1] if read is not None and read[0] == prompt else 0
+        keep = self._keep(keep)  # llama-cpp-python then reuses exactly this prefix
+        n_batch = self.llm.n_batch
+        self._read = (prompt, keep + max(0, len(prompt) - keep - 1) // n_batch * n_batch)
+        return keep
+
+    def _cached_prefix(self, ids: list[int]) -> int:
+        """How many leading ``ids`` the context already holds."""
+        llm, n = self.llm, 0
+        for cached, wanted in zip(llm.input_ids[:llm.n_tokens], ids, strict=False):
+            if int(cached) != wanted:
+                break
+            n += 1
+        return n
+
+    def _keep(self, n: int) -> int:
+        """Keep the first ``n`` cached tokens and drop the rest; none if this model's cache
+        cannot be cut (llama.cpp refuses for some). Returns how many were kept."""
+        llm = self.llm
+        if n > 0 and llm._ctx.kv_cache_seq_rm(-1, n, -1):
+            llm.n_tokens = n
+            return n
+        llm.reset()
+        return 0
+
     def op_generate(self, msg: dict[str, Any]) -> None:
         prompt = list(msg["ids"])
         stop_ids = {int(i) for i in msg.get("stop_ids") or ()}
@@ -341,12 +383,7 @@ class _Child:
         try:
             if self.is_cancelled():
                 raise RuntimeError("cancelled before it started")
-            cached = int(self.llm.n_tokens)
-            if 0 < len(prompt) <= cached and list(self.llm.input_ids[: len(prompt)]) == prompt:
-                # The same prompt again (Regenerate, a repeated API call): llama-cpp-python
-                # would read only its last token anew, whose logits differ slightly from a
-                # whole-prompt pass, so a greedy answer could change. Read it all again.
-                self.llm.reset()
+            reuse = self._reuse(prompt)
             stream = self.llm.create_completion(
                 prompt, stream=True, stopping_criteria=StoppingCriteriaList([stop_check]),
                 **params)
@@ -381,6 +418,7 @@ class _Child:
             "finish_reason": finish or "stop",
             "prompt_tokens": len(prompt),
             "prompt_evaluated": min(int(self.llm.n_tokens), len(prompt)),
+            "prompt_read": len(prompt) - reuse,  # what this request decoded of it
             # The sampler runs once more than tokens are kept (the EOS, the token past
             # max_tokens, or the one a cancel refused).
             "completion_tokens": max(counted - 1, 0),

@@ -215,10 +215,7 @@ class EngineGuardBackend:
         lead: list[int] = []
         probability = None
         try:
-            # The probability first: the generation after it reuses llama.cpp's cache of the
-            # same prompt instead of evaluating it twice.
             lead = self._lead_ids()
-            probability = self._probability(ids + lead, token)
             for event in self.engine.generate(ids, max_tokens=MAX_ANSWER_TOKENS,
                                               temperature=0.0, top_k=1, top_p=1.0,
                                               repeat_penalty=1.0, seed=0, stop_ids=ends,
@@ -227,6 +224,10 @@ class EngineGuardBackend:
                     finish = event.finish_reason
                 else:
                     text += event.text
+            # The probability after the answer: it reuses llama.cpp's cache of the prompt and
+            # the answer's first tokens, so the prompt is read once.
+            if finish != "cancelled":
+                probability = self._probability(ids + lead, token)
         except Cancelled:
             finish = "cancelled"
         finally:

@@ -132,9 +132,15 @@ def bench_throughput(model: Path, threads: int, n: int, runs: int) -> None:
 
     raw = Llama(model_path=str(model), n_ctx=2048, n_threads=threads, n_threads_batch=threads,
                 verbose=False)
-    ids = raw.tokenize(b"Once upon a time, in a small village by the sea,", add_bos=True)
     engine = EngineClient(model, n_ctx=2048, n_threads=threads)
     engine.load()
+    # Each pair gets a new prompt, as each request of a chat does: both sides then read the
+    # same tokens. (A prompt repeated exactly is read again by Corral from its last batch,
+    # on purpose, so that a greedy answer never changes; raw llama-cpp-python would read one
+    # token.)
+    prompts = [raw.tokenize(f"Story {i}: once upon a time, in a small village by the sea,"
+                            .encode(), add_bos=True) for i in range(runs + 1)]
+    ids: list[int] = prompts[0]
 
     def run_raw() -> tuple[float, float, int]:
         start = time.perf_counter()
@@ -163,7 +169,8 @@ def bench_throughput(model: Path, threads: int, n: int, runs: int) -> None:
 
     run_raw(), run_corral()  # warm up both (caches, pages)
     raws, ours = [], []
-    for _ in range(runs):
+    for i in range(runs):
+        ids = prompts[i + 1]
         raws.append(run_raw())
         ours.append(run_corral())
     raw_tps = statistics.median(c / t for _f, t, c in raws)
@@ -217,10 +224,23 @@ def bench_stop(model: Path, threads: int, runs: int) -> None:
         reading.append(time.perf_counter() - stopped[0])
         assert last.finish_reason == "cancelled"
     engine.close()
+    timing = EngineClient(model, n_ctx=2048, n_threads=threads)
+    asked: list[float] = []  # when the load request went to the child (it was up by then)
+
+    def note_the_request() -> None:
+        while not timing._inflight:
+            time.sleep(0.001)
+        asked.append(time.perf_counter())
+
+    threading.Thread(target=note_the_request, daemon=True).start()
+    timing.load()
+    load_s = time.perf_counter() - asked[0]
+    timing.close()
+    print(f"a load takes {load_s * 1000:.0f} ms (the file is in the page cache)")
     loading = []
     for r in range(runs):
         fresh = EngineClient(model, n_ctx=2048, n_threads=threads)
-        delay = 0.2 + 0.3 * r / max(1, runs - 1)  # at different points of the load
+        delay = load_s * (0.1 + 0.6 * r / max(1, runs - 1))  # at different points of the load
         timer_start: list[float] = []
 
         def stop_later(client: EngineClient = fresh, delay: float = delay,

@@ -1,5 +1,7 @@
 """Benchmark: one guard check through GuardService (llama.cpp engine child, exact token ids,
-first-token probability, early stop) vs raw llama-cpp-python doing the same in one process;
+the guard's whole answer read greedily to its end of turn, strictly parsed, p(unsafe) from the
+first token) vs raw llama-cpp-python reading the same prompt and answer in one process
+(without the probability);
 and the code scan: a 200-line answer with 4 code blocks (the whole scan vs semgrep alone on
 the same files with the same rules), and findings per 1,000 lines of the Python standard
 library.
@@ -26,7 +28,6 @@ CONV = [{"role": "user", "content": "How do I bake a chocolate cake?"},
 
 def main(rounds: int = 5) -> None:
     import llama_cpp
-    import numpy as np
 
     from core.config import Settings
     from core.models.pool import close_all
@@ -55,13 +56,10 @@ def main(rounds: int = 5) -> None:
     for _ in range(rounds + 1):
         t = time.perf_counter()
         ids = llm.tokenize(text.encode(), add_bos=True, special=False)
-        llm.reset()
-        llm.eval(ids)
-        row = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
-        np.ctypeslib.as_array(row, shape=(llm.n_vocab(),)).max()
-        out = llm.create_completion(ids, max_tokens=1, temperature=0.0)
+        llm.reset()  # one fresh read of the prompt, then the answer (no probability)
+        out = llm.create_completion(ids, max_tokens=32, temperature=0.0)
         raw.append(time.perf_counter() - t)
-    assert out["choices"][0]["text"].strip() == "safe"
+    assert out["choices"][0]["text"].strip() == "safe", out
     a, b = statistics.median(ours), statistics.median(raw[1:])
     print(f"guard check: Corral {a * 1000:.1f} ms, raw llama-cpp-python {b * 1000:.1f} ms, "
           f"ratio {a / b:.2f}x")

@@ -90,6 +90,29 @@ def test_next_token_probs_sum_over_vocab(engine: EngineClient) -> None:
     assert all(0.0 <= p <= 1.0 for p in probs.values())
 
 
+@pytest.mark.real_model
+def test_next_token_probs_reuse_the_cached_prompt_and_agree_with_a_fresh_read(
+        smollm2: Path) -> None:
+    """The guard asks for probabilities right after generating from the same prompt: only
+    the tokens past the cached prefix are read, and the numbers are a fresh read's."""
+    candidates = list(range(0, 49152, 7))
+    with EngineClient(smollm2, n_ctx=512, n_threads=1) as engine, \
+            EngineClient(smollm2, n_ctx=512, n_threads=1) as fresh:
+        prompt = engine.tokenize("The capital of France is a city called", add_bos=False)
+        for _ev in engine.generate(prompt, max_tokens=3, temperature=0.0):
+            pass
+        cases = [prompt, prompt + [314], prompt[:-2], prompt]  # within, past, short of the cache
+        reused = [engine.next_token_probs(ids, candidates) for ids in cases]
+        for ids, got in zip(cases, reused, strict=True):
+            for _ev in fresh.generate(ids[:1], max_tokens=2):  # something else cached first
+                pass
+            cold = fresh.next_token_probs(ids, candidates)
+            top = max(cold, key=cold.__getitem__)
+            assert max(got, key=got.__getitem__) == top
+            assert got == pytest.approx(cold, rel=2e-2, abs=1e-7)
+        assert max(reused[0].values()) != pytest.approx(max(reused[1].values()), rel=1e-2)
+
+
 def test_embed_returns_vectors(tiny_gguf: Path) -> None:
     with EngineClient(tiny_gguf, n_ctx=256, n_threads=1, embedding=True) as eng:
         vectors = eng.embed(["hello world", "the model"])

@@ -116,6 +116,35 @@ def test_the_same_greedy_request_twice_in_one_engine_gives_the_same_answer(
     assert answers[0].content == answers[1].content
 
 
+def test_regenerate_reads_only_the_last_batch_again_and_answers_the_same(
+        backend: LlamaCppBackend) -> None:
+    """A Regenerate in a long conversation must not read the whole conversation again, and
+    must give the greedy answer it gave the first time: the same prompt is read again from
+    where the batch that gave its last logits began (llama.cpp reads 512 tokens a batch)."""
+    engine = backend.engine
+    greedy = {"max_tokens": 12, "temperature": 0.0, "repeat_penalty": 1.0}
+
+    def ask(ids: list[int]) -> tuple[str, int]:
+        events = list(engine.generate(ids, **greedy))
+        return "".join(e.text for e in events), int(events[-1].prompt_read or 0)
+
+    story = " ".join(f"Llama number {i} lives in the Andes and eats grass." for i in range(60))
+    first = engine.tokenize(f"{story}\nQuestion: where do llamas live?\nAnswer:", add_bos=True)
+    assert 512 < len(first) < 1024
+    engine.generate([1, 2, 3], max_tokens=1)  # something else in the cache first
+    answer, read = ask(first)
+    assert read == len(first)  # nothing of it was cached
+    again, read = ask(first)  # Regenerate
+    assert (again, read) == (answer, len(first) - 512)
+    # the next turn reads only what is new; its Regenerate, only that again
+    second = first + engine.tokenize(f"{answer}\nQuestion: and what do they eat?\nAnswer:")
+    answer2, read2 = ask(second)
+    assert read2 < len(second) - len(first) + 16
+    assert ask(second) == (answer2, read2)
+    # back to the first prompt: its reading is no longer the last one, so it is read whole
+    assert ask(first) == (answer, len(first))
+
+
 def test_stop_keeps_the_partial_answer(backend: LlamaCppBackend) -> None:
     session = ChatSession(backend, store=HistoryStore(), fmt="model",
                           params=GenerationParams(max_tokens=24, temperature=0.0, seed=7))
