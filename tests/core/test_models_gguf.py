@@ -245,3 +245,27 @@ def test_inspect_json_of_a_copy_with_sha256(tiny_gguf: Path, tmp_path: Path,
     assert doc["sha256"] == hashlib.sha256(copy.read_bytes()).hexdigest()
     assert doc["metadata"]["general.architecture"] == "llama"
     assert doc["array_lengths"]["tokenizer.ggml.tokens"] == 756
+
+
+def test_a_header_is_read_once_while_the_file_is_unchanged(tmp_path: Path, tiny_gguf: Path) -> None:
+    """A job asks for one file's header several times: it is parsed once. A file rewritten in
+    place, same size and same mtime (within the clock's tick), is read again, damage and all."""
+    import os
+
+    path = tmp_path / "m.gguf"
+    shutil.copyfile(tiny_gguf, path)
+    first = read_gguf(path)
+    assert read_gguf(path) is first
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    at = data.index(b"tiny-random-llama")
+    data[at:at + 4] = b"TINY"
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    renamed = read_gguf(path)
+    assert renamed is not first and renamed.metadata["general.name"] == "TINY-random-llama"
+    data[:4] = b"GGUX"
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(ModelFileDamaged, match="not a GGUF file"):
+        read_gguf(path)
