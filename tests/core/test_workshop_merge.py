@@ -115,6 +115,27 @@ def test_slerp_of_two_known_vectors_matches_the_closed_form() -> None:
     np.testing.assert_allclose(slerp(x, y, 0.3), want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("t", [0.0, 0.3, 0.5, 0.7, 1.0])
+def test_a_float16_blend_is_the_float32_blend_rounded_once(t: float) -> None:
+    """The one-pass float16 lerp gives the very bits of casting to float32, blending and
+    casting back, extremes and subnormals included."""
+    import torch
+
+    from core.workshop import merge_stream
+
+    rng = np.random.default_rng(int(t * 10))
+    a = (rng.standard_normal(3 << 20) * 4).astype(np.float16)
+    b = (rng.standard_normal(3 << 20) * 4).astype(np.float16)
+    a[:6] = [65504, -65504, 6e-8, -6e-8, 0, 1]
+    b[:6] = [-65504, 65504, -6e-8, 6e-5, 0, 1]
+    with merge_stream.one_thread():
+        got = np.concatenate(list(merge_stream.lerp(a, b, t, out=np.float16)))
+    want = torch.lerp(torch.from_numpy(a).float(), torch.from_numpy(b).float(), t).half()
+    assert np.array_equal(got.view(np.uint16), want.numpy().view(np.uint16))
+    same = np.concatenate(list(merge_stream.lerp(a, a, t, out=np.float16)))
+    assert np.array_equal(same.view(np.uint16), a.view(np.uint16))  # a blend with itself
+
+
 def test_ties_trims_elects_a_sign_and_averages_the_agreeing() -> None:
     base = np.zeros(3, np.float32)
     m1, m2 = np.array([1, -2, 0.1], np.float32), np.array([-3, 1, 0.2], np.float32)
