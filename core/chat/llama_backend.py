@@ -10,7 +10,7 @@ from typing import Any
 
 from core.chat.backends import BackendInfo, PreparedPrompt, StreamEvent, rate
 from core.chat.params import GenerationParams
-from core.errors import PromptFormatError
+from core.errors import EngineCrashed, PromptFormatError
 from core.models.engine import CancelToken
 from core.prompts.base import Message, RenderedPrompt, TagPolicy
 from core.prompts.formats import ModelTemplate, PromptTokenizer, pick_format, render
@@ -30,6 +30,7 @@ class LlamaCppBackend:
         self.path = Path(path)
         self.display = display or self.path.name
         self.default_n_ctx = n_ctx
+        self.lora_path = lora_path
         self._trained: int | None = None
         self.engine = engine or engine_pool().engine(
             self.path, n_ctx=self._fit_context(n_ctx), n_threads=n_threads,
@@ -145,7 +146,7 @@ class LlamaCppBackend:
     def stream(self, prompt: PreparedPrompt, params: GenerationParams) -> Iterator[StreamEvent]:
         assert prompt.token_ids is not None
         kwargs = params.engine_kwargs(prompt.stop)
-        with self._stoppable() as token:
+        with self._stoppable() as token, self._naming_the_adapter():
             for ev in self.engine.generate(prompt.token_ids, stop_ids=prompt.stop_ids,
                                            cancel=token, **kwargs):
                 if not ev.done:
@@ -158,6 +159,20 @@ class LlamaCppBackend:
                                   completion_tokens=ev.completion_tokens,
                                   first_token_s=ev.first_token_s, total_s=ev.total_s,
                                   tokens_per_s=speed or rate(ev.completion_tokens, ev.total_s))
+
+    @contextlib.contextmanager
+    def _naming_the_adapter(self) -> Iterator[None]:
+        """A crash with a LoRA adapter applied says which adapter: llama.cpp may have refused
+        it after the header checks passed (core.models.lora), and this build then crashes at
+        the first token instead of saying so."""
+        try:
+            yield
+        except EngineCrashed as exc:
+            if not self.lora_path or exc.hint:
+                raise
+            exc.hint = (f"The model ran with the LoRA adapter {self.lora_path}, which llama.cpp "
+                        "may have refused; try the base model without it.")
+            raise
 
     def cancel(self) -> None:
         """Stop this backend's own request (a load or a stream) at once; another chat on the

@@ -104,3 +104,25 @@ def test_two_adapters_are_refused(tmp_path: Path, tiny_gguf: Path, tiny_lora: Pa
     with pytest.raises(ModelFileDamaged, match="2 LoRA adapters"):
         resolve("store:twice", settings_for(root))
     shutil.rmtree(root)
+
+
+def test_a_crash_with_an_adapter_applied_names_the_adapter(tmp_path: Path, tiny_gguf: Path,
+                                                           tiny_lora: Path) -> None:
+    """This llama.cpp build crashes at the first token when it refused an adapter that passed
+    the header checks; the user must learn which adapter, not just "engine crashed"."""
+    import os
+    import signal
+
+    from core.errors import EngineCrashed
+
+    root = tmp_path / "models"
+    add_store_model(root, "tiny-tuned", tiny_gguf, adapter=tiny_lora)
+    backend = open_backend("store:tiny-tuned", settings_for(root))
+    session = ChatSession(backend, store=HistoryStore(), fmt="llama2",
+                          params=GenerationParams(max_tokens=500, temperature=0.0))
+    with pytest.raises(EngineCrashed) as crash:
+        for ev in session.send("hello model"):
+            if ev.kind == "delta":
+                os.kill(backend.engine.pid, signal.SIGKILL)  # type: ignore[attr-defined]
+    blob = str(resolve("store:tiny-tuned", settings_for(root)).adapter)
+    assert "LoRA adapter" in crash.value.sentence() and blob in crash.value.sentence()
