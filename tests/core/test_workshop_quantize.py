@@ -180,3 +180,36 @@ def test_cli_json_reports_the_result(corral_home, tiny, capsys) -> None:
     assert any(f["wanted"] == "TQ2_0" for f in out["fallbacks"])
     assert all(f["used"] != f["wanted"] for f in out["fallbacks"])
     assert "TQ2_0" not in out["tensor_types"]
+
+
+@pytest.mark.real_model
+def test_ctrl_c_in_the_cli_kills_the_quantizer_and_leaves_nothing(corral_home, smollm2) -> None:
+    """Ctrl-C reaches `corral quantize` only (the quantizer runs in its own session): it must
+    stop the quantizer too, delete the partial file and say so."""
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    code = (f"import sys; from core.cli import main; "
+            f"sys.exit(main(['quantize', {str(smollm2)!r}, '--type', 'Q8_0', '--threads', '1']))")
+    cli = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True,
+                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    out = models_dir()
+    quantizer: list[psutil.Process] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and cli.poll() is None:
+        quantizer = [p for p in psutil.Process(cli.pid).children(recursive=True)
+                     if "core.workshop.quantize_child" in " ".join(p.cmdline())]
+        if quantizer and [n for n in _leftovers(out) if not n.endswith(".f16")]:
+            break  # llama.cpp is writing the output
+        time.sleep(0.05)
+    assert quantizer, "the quantizer never started"
+    cli.send_signal(signal.SIGINT)
+    _, err = cli.communicate(timeout=60)
+    assert cli.returncode == 130 and "interrupted" in err
+    assert not quantizer[0].is_running() or quantizer[0].status() == psutil.STATUS_ZOMBIE
+    assert list(out.iterdir()) == []
+    assert not any(Path(m.path).parent == out for m in library.load())
