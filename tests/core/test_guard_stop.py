@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +60,21 @@ def held_by_ollama(*first: list[str], chunks: tuple[str, ...] = (), hold: bool =
     return arrange
 
 
+FROZEN: list[int] = []  # engine children a test stopped with SIGSTOP
+
+
+@pytest.fixture(autouse=True)
+def thaw() -> Iterator[None]:
+    """A child frozen by a test and left idle (the Stop came before its request went out)
+    would hang the next test's first request on the same pooled engine: kill it."""
+    yield
+    while FROZEN:
+        try:
+            os.kill(FROZEN.pop(), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def frozen_engine(*, mid_answer: bool) -> Callable[[Any, Env, threading.Event], None]:
     """SIGSTOP of the guard's engine child as the check asks for its answer, or once its first
     words came (it answers " safe safe ..." and would go on for 3000 tokens)."""
@@ -70,6 +85,7 @@ def frozen_engine(*, mid_answer: bool) -> Callable[[Any, Env, threading.Event], 
             now = bool(event is not None and event.text) if mid_answer else event is None
             if now and not stalled.is_set() and engine.pid is not None:
                 os.kill(engine.pid, signal.SIGSTOP)
+                FROZEN.append(engine.pid)
                 stalled.set()
 
         _wrap_generate(guard, env.monkeypatch, freeze)
