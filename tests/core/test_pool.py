@@ -293,3 +293,53 @@ def test_a_model_with_an_adapter_is_another_engine(pool: EnginePool, tiny_gguf: 
     assert ask(adapted, 3).split() == ["llama"] * 3
     assert "llama" not in ask(plain, 3).split()
     assert {m.adapter for m in pool.loaded()} == {None, str(adapter)}
+
+
+def test_chat_serve_and_the_workshop_share_one_pool(corral_home: Path, models: list[Path],
+                                                   tmp_path: Path) -> None:
+    """One limit for the whole app: a chat, an API request and a Workshop measurement all take
+    their engines from the process-wide pool, and a measurement's model is never unloaded in
+    the middle of it, whoever else loads a model meanwhile."""
+    from core.chat.open import open_backend
+    from core.config import Settings
+    from core.models.pool import close_all, engine_pool
+    from core.serve.chat import ChatService
+    from core.workshop.measure import evaluate_models
+
+    settings = Settings()
+    settings.engine.max_models, settings.engine.keep_alive_s = 1, 0.0
+    settings.engine.n_ctx, settings.engine.n_threads = 256, 1
+    params = GenerationParams(max_tokens=2, temperature=0.0)
+
+    def chat_models() -> set[str]:
+        return {Path(m.path).name for m in engine_pool().loaded() if m.role == "chat"}
+
+    def turn(backend: object) -> None:
+        events = list(ChatSession(backend, store=HistoryStore(":memory:"),  # type: ignore[arg-type]
+                                  params=params).send("hello"))
+        assert events[-1].message is not None
+
+    a, b, c = models[:3]
+    try:
+        turn(open_backend(str(a), settings))  # the Chat page
+        assert chat_models() == {a.name}
+        turn(ChatService(settings, history=False).backend(str(b)))  # corral serve
+        assert chat_models() == {b.name}  # the limit counts both: a made room
+
+        seen: list[tuple[set[str], int | None]] = []
+
+        def progress(_fraction: float, _text: str) -> None:
+            measured = [m for m in engine_pool().loaded() if Path(m.path) == c.resolve()]
+            if measured and measured[0].busy:
+                if not seen:
+                    turn(open_backend(str(a), settings))  # a chat meanwhile
+                seen.append((chat_models(), measured[0].pid))
+
+        text = "the water is long and the day was made of one word " * 12
+        evaluate_models([str(c)], text, n_ctx=64, gen_tokens=2, n_threads=1,
+                        progress=progress, settings=settings)
+        assert len(seen) >= 2 and len({pid for _, pid in seen}) == 1  # never reloaded
+        assert all(c.name in names for names, _ in seen)
+        assert len(chat_models()) == 1  # once the measurement ended, the limit holds again
+    finally:
+        close_all()
