@@ -84,6 +84,45 @@ def test_model_format_equals_llama_cpp_pythons_own_formatter(smol: Any) -> None:
     assert seen_system and seen_default
 
 
+#: template constructs that chat templates on the Hub use (Llama 3's header blocks, Zephyr's
+#: whitespace-heavy layout, tojson with and without indent, tools tests, strftime_now)
+CONSTRUCTS = {
+    "headers": "{% for message in messages %}{% set content = '<|start_header_id|>' + "
+               "message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + "
+               "'<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}"
+               "{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}"
+               "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}",
+    "whitespace": "{% for message in messages %}\n{% if message['role'] == 'user' %}\n"
+                  "{{ '<|user|>\n' + message['content'] + eos_token }}\n{% else %}\n"
+                  "{{ '<|' + message['role'] + '|>\n' + message['content'] + eos_token }}\n"
+                  "{% endif %}\n{% if loop.last and add_generation_prompt %}\n"
+                  "{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}",
+    "json": "{{ messages | tojson }}{{ messages[0] | tojson(indent=2) }}"
+            "{% if tools is not none %}tools{% endif %}{{ strftime_now('%Y') }}",
+}
+
+
+def test_model_format_equals_transformers_apply_chat_template(smollm2: Path) -> None:
+    """The other reference implementation: Hugging Face transformers' own renderer, on
+    SmolLM2's template and on common template constructs."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    from core.models.gguf_meta import read_gguf
+    from core.prompts.template import render_chat_template
+
+    templates = {"smollm2": str(read_gguf(smollm2).metadata["tokenizer.chat_template"]),
+                 **CONSTRUCTS}
+    rng = random.Random(2024)
+    for name, source in templates.items():
+        for _ in range(30):
+            msgs = conversation(rng)
+            [expected], _ = render_jinja_template(
+                conversations=[msgs], chat_template=source, add_generation_prompt=True,
+                bos_token="<s>", eos_token="</s>")
+            ours = render_chat_template(source, msgs, bos_token="<s>", eos_token="</s>")
+            assert ours == expected, (name, msgs)
+
+
 # --- a base model gets plain completion ------------------------------------------------------
 
 QUESTION = "The capital of France is"
