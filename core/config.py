@@ -92,7 +92,7 @@ class SafetySettings:
     guard_version: str = "llama-guard-3"  # llama-guard-1/-2/-3/-3-1b
     check_input: bool = True
     check_output: bool = True
-    check_documents: bool = False
+    check_documents: bool = True  # retrieved passages, in one call before the prompt
     #: when the guard cannot be built, cannot answer, or answers something not understood:
     #: "block" the message (a passage is left out, an answer hidden) or "warn" and go on
     when_unavailable: str = "block"
