@@ -3,6 +3,7 @@ count and build the prompt for the context meter and the inspector. No widgets h
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
@@ -27,30 +28,46 @@ TurnAction = Callable[[ChatSession, bool], Iterator[ChatEvent]]
 
 
 class Batcher:
-    """Text deltas of one turn, sent to the GUI thread at most every BATCH_S."""
+    """Text deltas of one turn, sent to the GUI thread at most every BATCH_S, and at the
+    latest BATCH_S after they came: a model that pauses (or stalls) after a few tokens still
+    shows them, since a timer sends what waits while the turn's thread waits for the next."""
 
     def __init__(self, job: Job) -> None:
         self.job = job
         self.parts: list[str] = []
         self.tokens = 0
-        self.last = time.monotonic()
+        self.last = 0.0  # when the last batch went: the first one goes at once
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
 
     def add(self, text: str, tokens: int) -> None:
-        self.parts.append(text)
-        self.tokens = tokens
-        now = time.monotonic()
-        if now - self.last >= BATCH_S:
-            self.flush()
-            self.last = now
+        with self._lock:
+            self.parts.append(text)
+            self.tokens = tokens
+            wait = BATCH_S - (time.monotonic() - self.last)
+            if wait <= 0:
+                self._send()
+            elif self._timer is None:
+                self._timer = threading.Timer(wait, self.flush)
+                self._timer.daemon = True
+                self._timer.start()
 
     def flush(self) -> None:
         """Send what is held back (before an event, and before a guard check starts): text,
         or for an answer held until checked, only how many tokens it has."""
+        with self._lock:
+            self._send()
+
+    def _send(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.parts:
             text = "".join(self.parts)
             update: TurnUpdate = ("delta" if text else "held", text, self.tokens)
             self.job.partial(update)
             self.parts.clear()
+            self.last = time.monotonic()
 
 
 def open_model_job(job: Job, ref: str, settings: Settings) -> tuple[ChatBackend, BackendInfo]:
@@ -106,9 +123,9 @@ def turn_job(job: Job, session: ChatSession, action: TurnAction, drop_oldest: bo
             batch.flush()
             event: TurnUpdate = ("event", ev, 0)
             job.partial(event)
-        batch.flush()
         return session.conversation.id if session.conversation else None
-    finally:  # the knowledge base's files are let go after each turn
+    finally:  # no timer outlives the turn; the knowledge base's files are let go
+        batch.flush()
         if retrieval is not None:
             retrieval.close()
 
