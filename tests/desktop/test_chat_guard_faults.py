@@ -25,6 +25,7 @@ from tests.core.test_guard_faults import (
     Env,
     Fault,
     _wrap_generate,
+    assert_logged,
     gguf_guard,
     ollama_guard,
 )
@@ -89,6 +90,8 @@ def test_send_is_blocked_with_the_cause_and_the_fix(
     error = page.error.text()
     assert fault.cause in error and (not fault.fix or fault.fix in error), error
     assert "Not sent to the model." in page.transcript.toPlainText()
+    ctx.jobs.wait_all()
+    assert_logged(fault, caplog, ["input"])
     if fault.verdict == "unsafe":  # the guard answered: not a fault of the guard itself
         assert error.startswith("Your message was not sent to the model.")
         assert page.unguarded_button.isHidden()
@@ -135,10 +138,12 @@ def test_send_without_the_guard_sends_that_one_message_and_records_it(
     ctx.jobs.wait_all()
 
 
-@pytest.mark.parametrize("name", ["audit log locked", "guard model damaged",
-                                  "server answers 500", "guard times out", "empty answer"])
+@pytest.mark.parametrize("name", [n for n, f in FAULTS.items() if f.verdict != "unsafe"])
 def test_with_warn_the_message_goes_through_marked_unchecked(
-        name, qtbot, ctx, ollama_server, guards, tmp_path, monkeypatch, tiny_gguf) -> None:
+        name, qtbot, ctx, ollama_server, guards, tmp_path, monkeypatch, tiny_gguf,
+        caplog) -> None:
+    """Every row but an undefined category (the strictest action, always: above)."""
+    caplog.set_level(logging.WARNING, "corral.safety")
     fault = FAULTS[name]
     page, _env = guarded_page(qtbot, ctx, fault, "warn", ollama_server, guards, tmp_path,
                               monkeypatch, tiny_gguf)
@@ -153,6 +158,7 @@ def test_with_warn_the_message_goes_through_marked_unchecked(
     assert page.guard_note.text() in ("Guard unavailable: warnings only",
                                       "Guard answer not understood")
     ctx.jobs.wait_all()
+    assert_logged(fault, caplog, ["input", "output"])
 
 
 def test_a_guard_that_works_again_clears_the_toolbar(
