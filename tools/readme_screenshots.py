@@ -85,7 +85,14 @@ def main() -> int:
 
     pages = {title: window.page(title) for title in ("Models", "Chat", "Documents", "Tokens", "Embeddings")}
     wait_idle()
+    from core.models.pool import engine_pool
+    from tools.real_models import smollm2_path
+
+    engine_pool().engine(smollm2_path(), n_ctx=4096).load()  # as opening it in Chat does
     models = pages["Models"]
+    models.refresh()  # the table's "Loaded" column and the panel below it
+    models.loaded.refresh()
+    wait_idle()
     models.select_ref(MODEL)
     wait_idle()
     shoot("Models")
