@@ -22,8 +22,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 os.environ.setdefault("CORRAL_ENGINE_THREADS", "1")
 
-CONV = [{"role": "user", "content": "How do I bake a chocolate cake?"},
-        {"role": "assistant", "content": "Mix flour, sugar, cocoa and eggs, then bake."}]
+
+
+def conversation(n: int) -> list[dict[str, str]]:
+    """A new conversation each round (the guard's policy text before it stays the same, as
+    in a real chat: Corral keeps that prefix cached, raw llama-cpp-python reads it anew)."""
+    return [{"role": "user", "content": f"How do I bake a chocolate cake for {n} people?"},
+            {"role": "assistant", "content": f"Mix flour, sugar, cocoa and {n} eggs, then bake."}]
 
 
 def main(rounds: int = 5) -> None:
@@ -41,19 +46,19 @@ def main(rounds: int = 5) -> None:
     settings = Settings()
     settings.engine.n_threads = 1
     service = GuardService(str(path), "llama-guard-2", settings=settings, audit=False)
-    service.check_output(CONV)  # start the child, load the model
+    service.check_output(conversation(0))  # start the child, load the model
     ours = []
-    for _ in range(rounds):
+    for n in range(1, rounds + 1):
         t = time.perf_counter()
-        verdict = service.check_output(CONV)
+        verdict = service.check_output(conversation(n))
         ours.append(time.perf_counter() - t)
     assert verdict.verdict == "safe"
     close_all()
 
     llm = llama_cpp.Llama(str(path), n_ctx=4096, n_threads=1, n_threads_batch=1, verbose=False)
-    text = render_guard(CONV, "llama-guard-2").text
     raw = []
-    for _ in range(rounds + 1):
+    for n in range(rounds + 1):
+        text = render_guard(conversation(n), "llama-guard-2").text
         t = time.perf_counter()
         ids = llm.tokenize(text.encode(), add_bos=True, special=False)
         llm.reset()  # one fresh read of the prompt, then the answer (no probability)
