@@ -281,6 +281,32 @@ def test_cli_language_flag_reads_a_plain_file_as_that_language(tmp_path, capsys)
     assert code == 1 and "cobol" in err and "csharp" in err
 
 
+_SHELL_SQL = {"shell": ("curl -sSL https://get.example.com/i.sh | sudo bash\nchmod -R 777 /srv\n",
+                        {1: "CWE-494", 2: "CWE-732"}),
+              "sql": ("SELECT 1;\nGRANT ALL PRIVILEGES ON *.* TO 'app'@'%';\n", {2: "CWE-250"})}
+
+
+@pytest.mark.parametrize("language", ["python", "javascript", "java", "csharp", "php", "rust",
+                                      "c", "cpp", "shell", "sql"])
+def test_cli_language_flag_scans_a_plain_file_in_each_language(language, tmp_path, capsys):
+    """Each ``--language`` the issue names reads a file with no fence and no telling suffix
+    as that language: the lines a reviewer marks are found, at their line numbers."""
+    if language in _SHELL_SQL:
+        code, expected = _SHELL_SQL[language]
+    else:
+        blocks = code_blocks((DATA / "insecure_answer.md").read_text())
+        index = [b.language for b in blocks].index(language)
+        code, expected = blocks[index].code, EXPECTED[index]
+    source = tmp_path / "snippet.txt"
+    source.write_text(code)
+    status, out, _ = _cli(["--scan-code", str(source), "--language", language, "--json"], capsys)
+    report = json.loads(out)
+    assert status == 0 and report["complete"], report
+    found = {(f["line"], f["cwe"]) for f in report["findings"]}
+    assert set(expected.items()) <= found
+    assert {f["block_index"] for f in report["findings"]} == {0}
+
+
 def test_cli_says_when_the_scan_is_incomplete(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("CORRAL_SEMGREP_CORE", "")  # as if semgrep were not installed
     source = tmp_path / "answer.md"
