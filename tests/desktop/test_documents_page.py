@@ -232,6 +232,48 @@ def test_search_previews_retrieval_with_source_page_and_score(qtbot, page, tmp_p
     page.grab().save(str(tmp_path / "documents-search.png"))
 
 
+def test_the_keyword_weight_is_kept_with_the_knowledge_base_and_reranks_the_search(
+        qtbot, page, tmp_path: Path) -> None:
+    """The nearest passage in meaning and the best keyword match differ here: the weight the
+    user sets decides which comes first, and it is stored where chat reads it."""
+    from core.rag.knowledge_base import open_kb
+
+    docs = tmp_path / "d"
+    docs.mkdir()
+    (docs / "animals.txt").write_text(
+        "Marsupials of Australia: kangaroos and wallabies hop across the dry outback, and "
+        "koalas sleep most of the day high in eucalyptus trees. Small wallaby-like animals "
+        "live on islands off the western coast.")
+    (docs / "kitchen.txt").write_text(
+        "The bakery keeps its quokka cookie cutter beside the oven, the flour bins and the "
+        "mixing bowls. Bakers knead the dough before dawn.")
+    (docs / "trains.txt").write_text(
+        "Night trains cross Europe from Paris to Vienna; sleeper cabins hold four bunks.")
+    index(qtbot, page, [docs])
+    name = page.current_kb
+    assert page.search.weight.value() == 0.5 and "keyword weight 0.5" in page.info.text()
+    page.search.query.setText("small island marsupial quokka")
+
+    def first_hit_with(weight: float) -> str:
+        with qtbot.waitSignal(page.weight_saved, timeout=LONG), \
+                qtbot.waitSignal(page.search_finished, timeout=LONG):
+            page.search.weight.setValue(weight)  # as the arrows or typing set it
+        return page.search.hits.topLevelItem(0).text(1)
+
+    assert first_hit_with(0.0) == "animals.txt"  # meaning only
+    assert first_hit_with(1.0) == "kitchen.txt"  # keywords only
+    assert "keyword weight 1<" in page.info.text()
+    with qtbot.waitSignal(page.weight_saved, timeout=LONG,
+                          check_params_cb=lambda kb, w: w == 0.7):
+        for w in (0.2, 0.3, 0.7):  # quick edits: one write, the last value
+            page.search.weight.setValue(w)
+    kb = open_kb(name, settings=page.ctx.settings)
+    try:
+        assert kb.hybrid_weight == 0.7
+    finally:
+        kb.close()
+
+
 class HeldSearches:
     """The page's search job, really searching, but holding its answer back until the test
     releases that query: ``arrived[q]`` is set once the answer is ready and waiting."""

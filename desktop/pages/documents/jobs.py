@@ -6,6 +6,7 @@ data; the page turns it into widgets on the GUI thread.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +73,22 @@ def set_watch_job(job: Job, settings: Settings, name: str, value: bool) -> None:
         kb.watch = value
     finally:
         kb.close()
+
+
+_weight_writes = threading.Lock()
+
+
+def set_weight_job(job: Job, settings: Settings, name: str, weight: float) -> tuple[str, float]:
+    """Keep ``weight`` as the knowledge base's keyword weight (in its Chroma metadata)."""
+    from core.rag.knowledge_base import open_kb
+
+    with _weight_writes:  # one at a time: the page's last word is the one kept
+        kb = open_kb(name, settings=settings)
+        try:
+            kb.hybrid_weight = weight
+            return name, kb.hybrid_weight
+        finally:
+            kb.close()
 
 
 def search_job(job: Job, settings: Settings, name: str, query: str,

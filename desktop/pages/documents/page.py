@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from core.rag.retriever import Hit
 
 WATCH_INTERVAL_MS = 10000
+WEIGHT_SETTLE_MS = 400  #: a keyword weight is saved once the spin box rests this long
 DEFAULT_NAME = "Documents"
 
 
@@ -46,6 +47,7 @@ class DocumentsPage(DocumentsLayout):
     kb_created = Signal(object)  # {"name", "notes"}, or {"error"} / {"cancelled"}
     files_removed = Signal(object)  # (files, chunks)
     search_finished = Signal(object)  # the hits
+    weight_saved = Signal(str, float)  # the knowledge base and its keyword weight, as stored
 
     def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -58,6 +60,9 @@ class DocumentsPage(DocumentsLayout):
         self.list_group = f"documents-list-{tag}"
         self.files_group = f"documents-files-{tag}"
         self.search_group = f"documents-search-{tag}"
+        self.weight_group = f"documents-weight-{tag}"
+        self._weight_edit: tuple[str, float] | None = None  # waiting to be saved
+        self._weight_saving = False
         self._health: dict[str, str] = {}  # knowledge base -> why its health check failed
         self._infos: dict[str, KnowledgeBaseInfo] = {}
         self._select_next = ""
@@ -85,6 +90,11 @@ class DocumentsPage(DocumentsLayout):
         self.files.remove_requested.connect(self._remove_selected_files)
         self.remove_file_button.clicked.connect(self._remove_selected_files)
         self.search.search_requested.connect(self.run_search)
+        self.search.weight_changed.connect(self._weight_edited)
+        self.weight_timer = QTimer(self)
+        self.weight_timer.setSingleShot(True)
+        self.weight_timer.setInterval(WEIGHT_SETTLE_MS)
+        self.weight_timer.timeout.connect(self.save_weight)
         self.ctx.bus.knowledge_bases_changed.connect(self.refresh)
         r = self.runner
         r.progress.connect(self._on_progress)
@@ -136,6 +146,9 @@ class DocumentsPage(DocumentsLayout):
             self.settled.emit()
 
     def _show_selected(self) -> None:
+        if self.weight_timer.isActive():  # an edit for the knowledge base left behind
+            self.weight_timer.stop()
+            self.save_weight()
         name = self.current_kb
         info = self._infos.get(name or "")
         self.empty.setVisible(not self._infos)
@@ -148,6 +161,7 @@ class DocumentsPage(DocumentsLayout):
             self.files.show_records([])
         else:
             self.info.setText(describe_kb(info))
+            self.search.show_weight(info.hybrid_weight)
             self.files.roots = list(info.sources)
             self.watch_button.blockSignals(True)
             self.watch_button.setChecked(info.watch)
@@ -423,14 +437,62 @@ class DocumentsPage(DocumentsLayout):
                                  on_error=lambda exc: status.setText(describe_error(exc)),
                                  on_cancelled=lambda _p: status.setText("Search cancelled."))
 
+    # --- keyword weight ----------------------------------------------------------------------
+
+    def _weight_edited(self, weight: float) -> None:
+        if self.current_kb:
+            self._weight_edit = (self.current_kb, weight)
+            self.weight_timer.start()
+
+    def save_weight(self) -> None:
+        """Store the edited keyword weight (one write at a time, in order; the newest wins),
+        then search again with it if a question is in the box."""
+        if self._weight_edit is None or self._weight_saving:
+            return
+        name, weight = self._weight_edit
+        self._weight_edit = None
+        info = self._infos.get(name)
+        if info is None or info.hybrid_weight == weight:
+            return
+        self._weight_saving = True
+
+        def saved(result: tuple[str, float]) -> None:
+            kb, stored = result
+            if kb in self._infos:
+                self._infos[kb].hybrid_weight = stored
+            if kb == self.current_kb:
+                self.info.setText(describe_kb(self._infos[kb]))
+                if self.search.query.text().strip():
+                    self.run_search(self.search.query.text(), self.search.top_k.value())
+            self.weight_saved.emit(kb, stored)
+
+        def failed(exc: BaseException) -> None:
+            self.search.status.setText(describe_error(exc))
+            if name == self.current_kb and name in self._infos:
+                self.search.show_weight(self._infos[name].hybrid_weight)
+
+        def done() -> None:
+            self._weight_saving = False
+            self.save_weight()  # an edit made while this one was being written
+
+        self.ctx.jobs.run(jobs.set_weight_job, self.ctx.settings, name, weight,
+                          group=self.weight_group, on_result=saved, on_error=failed,
+                          on_done=done)
+
     def _show_hits(self, result: tuple[str, list[Hit]]) -> None:
         query, hits = result
         self.search.show_hits(query, hits)
         self.search_finished.emit(hits)
 
     def shutdown(self) -> None:
+        """The page goes: stop its work, and paint nothing more (its widgets go with it)."""
         self.watch_timer.stop()
+        self.weight_timer.stop()
+        if self._weight_edit is not None:  # an edit still settling is saved, not lost
+            self.ctx.jobs.run(jobs.set_weight_job, self.ctx.settings, *self._weight_edit)
+            self._weight_edit = None
+        self.ctx.jobs.drop(self.weight_group)
         self.runner.queue.clear()
         self.runner.cancel()
-        self.ctx.jobs.cancel(self.search_group)
+        self.ctx.jobs.drop(self.search_group)
         self.evaluate.shutdown()

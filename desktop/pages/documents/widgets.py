@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QDialog,
     QDialogButtonBox,
+    QDoubleSpinBox,
     QFormLayout,
     QFrame,
     QHBoxLayout,
@@ -91,7 +92,8 @@ def describe_kb(info: KnowledgeBaseInfo) -> str:
     skipped = f" ({info.skipped} skipped)" if info.skipped else ""
     return (f"<b>{name}</b>: {info.chunks} chunks from {info.files} files{skipped}<br>"
             f"Embedder: {html.escape(info.embedder)} · <b>{html.escape(info.mode)}</b> mode · "
-            f"{info.chunk_tokens}-token chunks, overlap {info.overlap_tokens}<br>"
+            f"{info.chunk_tokens}-token chunks, overlap {info.overlap_tokens} · "
+            f"keyword weight {info.hybrid_weight:g}<br>"
             f"<span style='color:#607d8b'>Sources: {sources}</span>")
 
 
@@ -282,9 +284,11 @@ class FileList(QTreeWidget):
 
 
 class SearchPanel(QWidget):
-    """Retrieval preview: what chat would get from the knowledge base for a question."""
+    """Retrieval preview: what chat would get from the knowledge base for a question, and how
+    much keywords count against meaning in its hybrid search (kept with the knowledge base)."""
 
     search_requested = Signal(str, int)
+    weight_changed = Signal(float)  #: the user set the keyword weight
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -298,9 +302,21 @@ class SearchPanel(QWidget):
         self.top_k.setRange(1, 50)
         self.top_k.setValue(5)
         self.top_k.setPrefix("top ")
+        self.weight = QDoubleSpinBox()
+        self.weight.setRange(0.0, 1.0)
+        self.weight.setSingleStep(0.1)
+        self.weight.setDecimals(2)
+        self.weight.setValue(0.5)
+        self.weight.setPrefix("keywords ")
+        self.weight.setKeyboardTracking(False)  # typing "0.75" is one change, not four
+        self.weight.setToolTip(
+            "How much keywords count against meaning when this knowledge base is searched, "
+            "here and in chat: 0 searches by meaning only, 1 by keywords only, 0.5 counts both "
+            "equally. Saved with the knowledge base.")
         self.button = QPushButton("Search")
         row.addWidget(self.query, 1)
         row.addWidget(self.top_k)
+        row.addWidget(self.weight)
         row.addWidget(self.button)
         layout.addLayout(row)
         self.status = QLabel("")
@@ -328,6 +344,13 @@ class SearchPanel(QWidget):
         self.button.clicked.connect(self._ask)
         self.query.returnPressed.connect(self._ask)
         self.hits.currentItemChanged.connect(lambda *_: self._show_current())
+        self.weight.valueChanged.connect(self.weight_changed.emit)
+
+    def show_weight(self, weight: float) -> None:
+        """The knowledge base's keyword weight, shown without counting as a change."""
+        self.weight.blockSignals(True)
+        self.weight.setValue(weight)
+        self.weight.blockSignals(False)
 
     def _ask(self) -> None:
         text = self.query.text().strip()
