@@ -91,6 +91,32 @@ def test_the_meter_counts_the_history_after_a_turn(qtbot, ctx, tiny_gguf) -> Non
     ctx.jobs.wait_all()
 
 
+def test_during_a_regenerate_the_meter_no_longer_counts_the_answer_it_replaces(
+        qtbot, ctx, tiny_gguf) -> None:
+    page = open_page(qtbot, ctx, str(tiny_gguf))
+    page.params_form.max_tokens.setValue(40)
+    page.params_form.temperature.setValue(0.0)
+    page.input.setPlainText("hello model")
+    page.prompt_watch.refresh()  # now, not 300 ms after the last keystroke
+    counted(qtbot, page)
+    asked = page.meter.history  # the history with the message, before any answer
+    assert asked > 0
+    send(qtbot, page, "hello model")
+    counted(qtbot, page)
+    assert page.meter.history >= asked + 40  # now with the answer
+    seen: list[tuple[int, int]] = []
+    real = page.meter.set_answer
+    page.meter.set_answer = lambda n: (real(n), seen.append((page.meter.history, n)))
+    page.params_form.max_tokens.setValue(30)
+    with qtbot.waitSignal(page.turn_done, timeout=WAIT):
+        click_link(qtbot, page, "Regenerate")
+    streamed = [history for history, answer in seen if answer > 0]
+    assert streamed and set(streamed) == {asked}, (streamed, asked)  # the old answer is gone
+    counted(qtbot, page)
+    assert page.meter.history >= asked + 30
+    ctx.jobs.wait_all()
+
+
 def test_the_context_length_picked_is_what_the_meter_shows(qtbot, ctx, tiny_gguf) -> None:
     """The Context length field re-counts: the model gets the length picked, but never more
     than it was trained on (the tiny model: 4,096)."""

@@ -133,6 +133,12 @@ class ContextMeter(QProgressBar):
         self.answer = tokens
         self._update()
 
+    def set_prompt(self, tokens: int) -> None:
+        """The prompt a turn sends, counted by the model's own tokenizer: all of it but the
+        system part is history (so an answer being regenerated no longer counts)."""
+        self.history = max(0, tokens - self.system)
+        self._update()
+
     @property
     def capped(self) -> bool:
         """The user picked more than the model gets (e.g. past its trained length)."""

@@ -22,6 +22,7 @@ from desktop.pages.chat.sources import NO_KB_CHOSEN
 from desktop.pages.chat.transcript import verdict_sentence
 
 if TYPE_CHECKING:
+    from core.chat.backends import PreparedPrompt
     from desktop.jobs import Worker
     from desktop.pages.chat.page import ChatPage
 
@@ -135,6 +136,9 @@ class ChatTurns(QObject):
         ev = payload
         if ev.kind == "started":
             page.set_guard_status("")
+            count = _prompt_tokens(ev.prompt)
+            if count is not None:
+                page.meter.set_prompt(count)
             if self._pending_clear:
                 page.input.clear()
                 page.cancel_edit()
@@ -204,3 +208,10 @@ class ChatTurns(QObject):
         page.stop_button.setEnabled(False)
         page.prompt_watch.refresh()  # the meter counts the history the turn left
         page.turn_done.emit()
+
+
+def _prompt_tokens(prompt: PreparedPrompt | None) -> int | None:
+    """The exact token count of what a turn sends, when the backend knows it."""
+    if prompt is None:
+        return None
+    return len(prompt.token_ids) if prompt.token_ids is not None else prompt.token_count
