@@ -171,7 +171,8 @@ def test_a_held_answer_shows_only_once_checked(qtbot, ctx, guarded, tmp_path) ->
     page.input.setPlainText("Tell me about my neighbours.")
     with qtbot.waitSignal(page.turn_done, timeout=WAIT):
         qtbot.mouseClick(page.send_button, Qt.MouseButton.LeftButton)
-        qtbot.waitUntil(lambda: "so far" in page.guard_status.text(), timeout=WAIT)
+        # all three tokens came (then the model stalls): the count says so, the text is held
+        qtbot.waitUntil(lambda: "3 tokens so far" in page.guard_status.text(), timeout=WAIT)
         assert page.guard_status.text().startswith("Writing the answer (")
         assert "It is shown once the safety guard has checked it." in page.guard_status.text()
         assert "deserve" not in page.transcript.toPlainText()  # held back
