@@ -36,11 +36,12 @@ class KbRetrieval:
 def open_retrieval(kb: str, settings: Settings, *, k: int | None = None,
                    threshold: float | None = None) -> KbRetrieval:
     """Open the knowledge base now (clear errors early: not found, embedder mismatch ...).
-    ``k`` and ``threshold`` default to the chat settings (documents_k, documents_threshold)."""
+    ``k`` defaults to the knowledge base's tuned number of passages, else the chat setting
+    (documents_k); ``threshold`` to the chat setting (documents_threshold)."""
     from core.rag.knowledge_base import open_kb
 
     chat = settings.chat
-    return KbRetrieval(open_kb(kb, settings=settings),
-                       k=k if k is not None else int(chat.documents_k),
+    opened = open_kb(kb, settings=settings)
+    return KbRetrieval(opened, k=k if k is not None else (opened.top_k or int(chat.documents_k)),
                        threshold=(threshold if threshold is not None
                                   else float(chat.documents_threshold)))

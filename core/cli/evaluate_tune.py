@@ -23,21 +23,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from core.errors import CorralError
-    from core.evaluate.tune_kb import apply_best, tune_kb
+    from core.evaluate.tune_kb import apply_best, remember_applied, tune_kb
     from core.rag.knowledge_base import open_kb
 
     if not args.budget > 0:
         raise CorralError("the budget must be a positive number of seconds")
-    kb = open_kb(args.kb, settings=load_settings())
+    settings = load_settings()
+    kb = open_kb(args.kb, settings=settings)
     bar = ProgressBar("tuning")
     try:
         result = tune_kb(kb, args.embedders.split(","), budget_s=args.budget,
                          progress=bar.update)
-        if args.apply:
-            result.applied = apply_best(kb, result, progress=bar.update)
+        said = apply_best(kb, result, progress=bar.update) if args.apply else ""
     finally:
         bar.close()
         kb.close()
+    if said:
+        result = remember_applied(args.kb, settings, result, said)
     if args.json:
         print_json(result.to_dict())
         return 0

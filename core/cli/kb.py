@@ -30,12 +30,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_json_flag(info)
     tune = sub.add_parser("set", help="change how a knowledge base is searched")
     tune.add_argument("name")
-    tune.add_argument("--hybrid-weight", type=float, required=True, metavar="W",
+    tune.add_argument("--hybrid-weight", type=float, metavar="W",
                       help="how much keywords count against meaning, 0..1 (0.5: equally)")
+    tune.add_argument("--top-k", type=int, metavar="K",
+                      help="passages chat retrieves per turn from it (0: the chat setting)")
     add_json_flag(tune)
     rm = sub.add_parser("rm", help="remove a knowledge base and its vectors")
     rm.add_argument("name")
     add_json_flag(rm)
+
+
+def _passages(info: Any) -> str:
+    return (f"chat retrieves {info.top_k} passages per turn" if info.top_k
+            else "chat retrieves the chat setting's number of passages (documents_k)")
 
 
 def _describe(info: Any) -> str:
@@ -46,7 +53,7 @@ def _describe(info: Any) -> str:
         f"chunks:     {info.chunks} from {info.files} files ({info.skipped} skipped)",
         f"chunking:   {info.chunk_tokens} tokens, overlap {info.overlap_tokens}",
         f"search:     hybrid, keyword weight {info.hybrid_weight:g} (0: meaning only, "
-        "1: keywords only)",
+        f"1: keywords only); {_passages(info)}",
         f"sources:    {', '.join(info.sources) or '-'}",
         f"watching:   {'yes' if info.watch else 'no'}",
         f"store:      {info.store} (collection {info.collection})",
@@ -56,6 +63,7 @@ def _describe(info: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from core.errors import CorralError
     from core.rag.chunker import ChunkParams
     from core.rag.knowledge_base import create_kb, list_kbs, open_kb, remove_kb
 
@@ -89,16 +97,22 @@ def run(args: argparse.Namespace) -> int:
         kb.close()
         print_json(info.to_dict()) if args.json else print(_describe(info))
     elif args.action == "set":
+        if args.hybrid_weight is None and args.top_k is None:
+            raise CorralError("say what to change: --hybrid-weight W and/or --top-k K")
         kb = open_kb(args.name, settings=settings)
         try:
-            kb.hybrid_weight = args.hybrid_weight
+            if args.hybrid_weight is not None:
+                kb.hybrid_weight = args.hybrid_weight
+            if args.top_k is not None:
+                kb.top_k = args.top_k or None
             info = kb.info()
         finally:
             kb.close()
         if args.json:
             print_json(info.to_dict())
         else:
-            print(f"'{info.name}' now searches with keyword weight {info.hybrid_weight:g}")
+            print(f"'{info.name}' now searches with keyword weight {info.hybrid_weight:g}; "
+                  f"{_passages(info)}")
     elif args.action == "rm":
         remove_kb(args.name, settings=settings)
         if args.json:

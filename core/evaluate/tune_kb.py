@@ -4,10 +4,12 @@ chunking or embedder changes, a re-index into a new generation that goes live on
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.errors import Cancelled, CorralError
 from core.evaluate.contestants import Progress, load_embedder
@@ -17,6 +19,9 @@ from core.evaluate.tune import BUDGET_S, N_QUERIES, Config, Document, TuneResult
 from core.rag.chunker import ChunkParams
 from core.rag.embedder import Embedder
 from core.rag.knowledge_base import KnowledgeBase
+
+if TYPE_CHECKING:
+    from core.config import Settings
 
 MAX_DOCUMENTS = 100
 
@@ -92,6 +97,9 @@ def apply_best(kb: KnowledgeBase, result: TuneResult, *, progress: Progress = _q
     if best.hybrid_weight != now.hybrid_weight:
         kb.hybrid_weight = best.hybrid_weight  # (a rebuild keeps it)
         done.append(f"hybrid weight {best.hybrid_weight:g}")
+    if result.top_k and kb.top_k != result.top_k:
+        kb.top_k = result.top_k  # chat's passages per turn from this knowledge base
+        done.append(f"{result.top_k} passages per chat turn")
     if (best.embedder, best.chunk_tokens, best.overlap_tokens) != (
             now.embedder, now.chunk_tokens, now.overlap_tokens):
         emb = load_embedder(best.embedder, ollama=kb.ollama)
@@ -112,6 +120,21 @@ def apply_best(kb: KnowledgeBase, result: TuneResult, *, progress: Progress = _q
         done.append(f"re-indexed with {best.embedder}, {best.chunk_tokens}-token chunks, "
                     f"overlap {best.overlap_tokens}")
     return "; ".join(done) or "nothing: the current configuration is already the best"
+
+
+def remember_applied(name: str, settings: Settings, result: TuneResult, said: str
+                     ) -> TuneResult:
+    """Store a copy of ``result`` marked applied (``said``: what changed) with the knowledge
+    base as it is now (a re-index made a new generation, so it is opened again)."""
+    from core.rag.knowledge_base import open_kb
+
+    applied = dataclasses.replace(result, applied=said)
+    kb = open_kb(name, settings=settings)
+    try:
+        save_tune(kb, applied)
+    finally:
+        kb.close()
+    return applied
 
 
 def save_tune(kb: KnowledgeBase, result: TuneResult) -> None:

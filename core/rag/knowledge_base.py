@@ -37,6 +37,9 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,62}$")
 KB_MARK = "corral_kb"
 GENERATION = "corral_generation"  # 0 for the first collection of a knowledge base
 STATE = "corral_state"  # "live" (or absent), or "building" during a rebuild
+#: how the knowledge base is searched: kept by a rebuild (another embedder or chunking)
+SEARCH_KEYS = ("corral_hybrid_weight", "corral_top_k")
+MAX_TOP_K = 50
 
 
 def collection_name(name: str) -> str:
@@ -74,6 +77,7 @@ class KnowledgeBaseInfo:
     watch: bool = False
     store: str = ""
     hybrid_weight: float = 0.5  #: how much keywords count in hybrid search (0..1)
+    top_k: int | None = None  #: passages chat retrieves per turn (None: the chat setting)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -145,6 +149,25 @@ class KnowledgeBase:
         self.metadata["corral_hybrid_weight"] = float(weight)
 
     @property
+    def top_k(self) -> int | None:
+        """How many passages chat retrieves from this knowledge base per turn (tuned), or
+        None: the chat setting ``documents_k`` decides."""
+        try:
+            k = int(self.metadata.get("corral_top_k", 0))
+        except (TypeError, ValueError):
+            return None
+        return k if k > 0 else None
+
+    @top_k.setter
+    def top_k(self, k: int | None) -> None:
+        if k is not None and not 1 <= int(k) <= MAX_TOP_K:
+            raise CorralError(f"the number of passages must be between 1 and {MAX_TOP_K}, "
+                              f"not {k}")
+        value = int(k or 0)  # 0: the chat setting decides
+        self.store.update_metadata(self.collection, {"corral_top_k": value})
+        self.metadata["corral_top_k"] = value
+
+    @property
     def watch(self) -> bool:
         return self.catalogue.get_value("watch") == "1"
 
@@ -188,7 +211,7 @@ class KnowledgeBase:
             files=sum(1 for r in records if r.status == "indexed"),
             skipped=sum(1 for r in records if r.status != "indexed"),
             sources=self.catalogue.sources(), watch=self.watch, store=self.store.where,
-            hybrid_weight=self.hybrid_weight,
+            hybrid_weight=self.hybrid_weight, top_k=self.top_k,
         )
 
     # --- rebuild: a new generation beside the live one, swapped on success -------------------
@@ -215,7 +238,7 @@ class KnowledgeBase:
                 shutil.rmtree(_folder(cname), ignore_errors=True)
         generation = max(_generation(m) for _c, m in others) + 1
         cname = f"{collection_name(self.name)}-g{generation}"
-        kept = {k: v for k, v in self.metadata.items() if k == "corral_hybrid_weight"}
+        kept = {k: v for k, v in self.metadata.items() if k in SEARCH_KEYS}
         meta = {**_metadata(self.name, emb, params), **kept, GENERATION: generation,
                 STATE: "building"}
         shutil.rmtree(_folder(cname), ignore_errors=True)

@@ -94,3 +94,40 @@ def test_kb_set_hybrid_weight_changes_how_search_ranks(tmp_path: Path, capsys) -
     assert "keyword weight 1 (0: meaning only, 1: keywords only)" in capsys.readouterr().out
     assert main(["kb", "set", "weights", "--hybrid-weight", "1.5"]) == 1
     assert "between 0 and 1" in capsys.readouterr().err
+
+
+def test_kb_set_top_k_is_what_chat_retrieves(tmp_path: Path, capsys) -> None:
+    from core.chat.retrieval import open_retrieval
+    from core.cli._common import load_settings
+
+    docs = tmp_path / "d"
+    docs.mkdir()
+    for n in range(4):
+        (docs / f"note{n}.txt").write_text(f"Note {n}: llamas hum softly when they are calm.")
+    assert main(["index", str(docs), "--kb", "notes"]) == 0
+    capsys.readouterr()
+    settings = load_settings()  # the store this test runs against
+    settings.chat.documents_k = 2
+
+    def passages() -> int:
+        """How many passages a chat turn gets (there are more than enough to find)."""
+        retrieval = open_retrieval("notes", settings)
+        try:
+            assert len(retrieval("calm llamas")) == retrieval.k
+            return retrieval.k
+        finally:
+            retrieval.close()
+
+    assert passages() == 2  # not tuned: the chat setting decides
+    assert main(["kb", "set", "notes", "--top-k", "3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["top_k"] == 3
+    assert passages() == 3
+    assert main(["kb", "info", "notes"]) == 0
+    assert "chat retrieves 3 passages per turn" in capsys.readouterr().out
+    assert main(["kb", "set", "notes", "--top-k", "0"]) == 0  # back to the chat setting
+    assert passages() == 2
+    assert main(["kb", "set", "notes", "--top-k", "51"]) == 1
+    assert "between 1 and 50" in capsys.readouterr().err
+    assert main(["kb", "set", "notes"]) == 1
+    assert "say what to change" in capsys.readouterr().err
+

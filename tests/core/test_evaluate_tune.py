@@ -100,11 +100,13 @@ def test_apply_re_indexes_a_knowledge_base_with_the_winner(tmp_path: Path, minil
         assert load_tune(kb) == result  # stored with the knowledge base
         said = apply_best(kb, result)
         assert "hybrid weight 0.25" in said and "64-token chunks" in said
+        assert f"{result.top_k} passages per chat turn" in said
     finally:
         kb.close()
     kb = open_kb("Planted", settings=settings)
     try:
         assert (kb.params.chunk_tokens, kb.hybrid_weight) == (64, 0.25)
+        assert kb.top_k == result.top_k  # set before the rebuild, and kept by it
         sentence = planted_documents()[0].text.split(". ")[1]
         hits = Retriever(kb).search(sentence, 3)
         assert sentence in hits[0].text  # whole sentences now sit in one chunk
