@@ -25,6 +25,7 @@ from desktop.jobs import Worker
 from desktop.pages.documents import jobs
 from desktop.pages.documents.evaluate import EvaluateTab
 from desktop.pages.documents.runs import KEEP_BAR, IndexRunner, Outcome
+from desktop.pages.documents.tune import TuneTab
 from desktop.pages.documents.widgets import DocumentsLayout, KnowledgeBaseDialog, describe_kb
 
 if TYPE_CHECKING:
@@ -71,6 +72,8 @@ class DocumentsPage(DocumentsLayout):
         self._build()
         self.evaluate = EvaluateTab(ctx)
         self.tabs.addTab(self.evaluate, "Evaluate")
+        self.tune = TuneTab(ctx)
+        self.tabs.addTab(self.tune, "Tune")
         self._connect()
         self._update_buttons()
         self.refresh()
@@ -175,6 +178,7 @@ class DocumentsPage(DocumentsLayout):
             self.ctx.jobs.drop(self.search_group)  # its answer is for the other one
             self.search.clear_hits()
         self.evaluate.set_kb(name if info is not None else None)
+        self.tune.set_kb(name if info is not None else None)
         self._update_buttons()
 
     def _load_files(self, name: str) -> None:
@@ -496,3 +500,4 @@ class DocumentsPage(DocumentsLayout):
         self.runner.cancel()
         self.ctx.jobs.drop(self.search_group)
         self.evaluate.shutdown()
+        self.tune.shutdown()

@@ -90,10 +90,11 @@ def describe_kb(info: KnowledgeBaseInfo) -> str:
     name = html.escape(info.name)
     sources = ", ".join(html.escape(s) for s in info.sources) or "—"
     skipped = f" ({info.skipped} skipped)" if info.skipped else ""
+    passages = f" · {info.top_k} passages per chat turn" if info.top_k else ""
     return (f"<b>{name}</b>: {info.chunks} chunks from {info.files} files{skipped}<br>"
             f"Embedder: {html.escape(info.embedder)} · <b>{html.escape(info.mode)}</b> mode · "
             f"{info.chunk_tokens}-token chunks, overlap {info.overlap_tokens} · "
-            f"keyword weight {info.hybrid_weight:g}<br>"
+            f"keyword weight {info.hybrid_weight:g}{passages}<br>"
             f"<span style='color:#607d8b'>Sources: {sources}</span>")
 
 
