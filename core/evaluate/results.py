@@ -115,8 +115,8 @@ def recommend(scores: list[Score]) -> tuple[str, str]:
     reason = f"it finds your sentences best (nDCG@10 {best_ndcg:.3f}){runner}"
     if best.kind == "baseline":
         reason += ("; keyword search beats the embedders here, so raise the knowledge "
-                   "base's hybrid weight (corral evaluate tune, or corral kb set NAME "
-                   "--hybrid-weight W)")
+                   "base's keyword weight (the Tune tab or the Search tab's “keywords”; "
+                   "corral evaluate tune or corral kb set NAME --hybrid-weight W)")
     return best.name, reason
 
 
