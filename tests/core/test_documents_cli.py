@@ -9,7 +9,7 @@ import pytest
 
 from core.cli import main
 from core.rag.store import close_stores
-from tests.fixtures.documents import make_pdf, write_corpus
+from tests.fixtures.documents import WEIGHT_QUERY, make_pdf, write_corpus, write_weight_corpus
 
 pytestmark = pytest.mark.slow
 
@@ -67,24 +67,14 @@ def test_index_creates_a_missing_kb_and_prints_a_summary(tmp_path: Path, capsys)
 def test_kb_set_hybrid_weight_changes_how_search_ranks(tmp_path: Path, capsys) -> None:
     """The nearest passage in meaning and the best keyword match differ here: the weight
     decides which comes first."""
-    docs = tmp_path / "d"
-    docs.mkdir()
-    (docs / "animals.txt").write_text(
-        "Marsupials of Australia: kangaroos and wallabies hop across the dry outback, and "
-        "koalas sleep most of the day high in eucalyptus trees. Small wallaby-like animals "
-        "live on islands off the western coast.")
-    (docs / "kitchen.txt").write_text(
-        "The bakery keeps its quokka cookie cutter beside the oven, the flour bins and the "
-        "mixing bowls. Bakers knead the dough before dawn.")
-    (docs / "trains.txt").write_text(
-        "Night trains cross Europe from Paris to Vienna; sleeper cabins hold four bunks.")
+    docs = write_weight_corpus(tmp_path / "d")
     assert main(["index", str(docs), "--kb", "weights"]) == 0
     capsys.readouterr()
 
     def first_hit(weight: str) -> dict:
         assert main(["kb", "set", "weights", "--hybrid-weight", weight, "--json"]) == 0
         assert json.loads(capsys.readouterr().out)["hybrid_weight"] == float(weight)
-        assert main(["search", "small island marsupial quokka", "--kb", "weights", "-k", "3",
+        assert main(["search", WEIGHT_QUERY, "--kb", "weights", "-k", "3",
                      "--json"]) == 0
         return json.loads(capsys.readouterr().out)["hits"][0]
 

@@ -40,11 +40,12 @@ def topics_kb(tmp_path: Path, minilm_embedder) -> str:
     return "Topics"
 
 
-def open_page(qtbot, ctx) -> DocumentsPage:
+def open_page(qtbot, ctx, tab: str = "evaluate") -> DocumentsPage:
+    """The Documents page with its ``tab`` (evaluate, tune) in front."""
     page = DocumentsPage(ctx)
     qtbot.addWidget(page)
     page.resize(1100, 720)
-    page.tabs.setCurrentWidget(page.evaluate)
+    page.tabs.setCurrentWidget(getattr(page, tab))
     return page
 
 
@@ -58,7 +59,7 @@ def test_evaluate_tab_runs_cancels_exports_and_remembers(qtbot, ctx, topics_kb, 
     page = open_page(qtbot, ctx)
     tab = page.evaluate
     try:
-        with qtbot.waitSignal(tab.last_run_shown, timeout=LONG) as shown:
+        with qtbot.waitSignal(tab.last_shown, timeout=LONG) as shown:
             pass
         assert shown.args == [None] and "No evaluation yet" in tab.status.text()
         assert not tab.export_csv_button.isEnabled()
@@ -67,7 +68,7 @@ def test_evaluate_tab_runs_cancels_exports_and_remembers(qtbot, ctx, topics_kb, 
         qtbot.mouseClick(tab.run_button, qtbot_left())
         assert tab.cancel_button.isEnabled() and not tab.run_button.isEnabled()
         qtbot.waitUntil(lambda: "minilm" in tab.status.text(), timeout=LONG)
-        with qtbot.waitSignal(tab.cancelled, timeout=LONG):
+        with qtbot.waitSignal(tab.stopped, timeout=LONG):
             qtbot.mouseClick(tab.cancel_button, qtbot_left())
         qtbot.waitUntil(lambda: tab.run_button.isEnabled(), timeout=LONG)
         assert "cancelled" in tab.status.text() and tab.table.rowCount() == 0
@@ -101,7 +102,7 @@ def test_evaluate_tab_runs_cancels_exports_and_remembers(qtbot, ctx, topics_kb, 
     # the page opened again shows the stored run
     again = open_page(qtbot, ctx)
     try:
-        with qtbot.waitSignal(again.evaluate.last_run_shown, timeout=LONG) as shown:
+        with qtbot.waitSignal(again.evaluate.last_shown, timeout=LONG) as shown:
             pass
         assert shown.args[0] is not None and shown.args[0].created == result.created
         assert again.evaluate.table.rowCount() == 4

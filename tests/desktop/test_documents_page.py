@@ -26,7 +26,15 @@ from core.errors import FeatureUnavailable
 from core.rag.store import close_stores
 from desktop.pages.documents.page import DocumentsPage
 from desktop.pages.documents.widgets import KnowledgeBaseDialog
-from tests.fixtures.documents import WORDS, make_pdf, minilm_embedder, prose, write_corpus
+from tests.fixtures.documents import (
+    WEIGHT_QUERY,
+    WORDS,
+    make_pdf,
+    minilm_embedder,
+    prose,
+    write_corpus,
+    write_weight_corpus,
+)
 
 __all__ = ["minilm_embedder"]
 pytestmark = pytest.mark.slow
@@ -238,21 +246,11 @@ def test_the_keyword_weight_is_kept_with_the_knowledge_base_and_reranks_the_sear
     user sets decides which comes first, and it is stored where chat reads it."""
     from core.rag.knowledge_base import open_kb
 
-    docs = tmp_path / "d"
-    docs.mkdir()
-    (docs / "animals.txt").write_text(
-        "Marsupials of Australia: kangaroos and wallabies hop across the dry outback, and "
-        "koalas sleep most of the day high in eucalyptus trees. Small wallaby-like animals "
-        "live on islands off the western coast.")
-    (docs / "kitchen.txt").write_text(
-        "The bakery keeps its quokka cookie cutter beside the oven, the flour bins and the "
-        "mixing bowls. Bakers knead the dough before dawn.")
-    (docs / "trains.txt").write_text(
-        "Night trains cross Europe from Paris to Vienna; sleeper cabins hold four bunks.")
+    docs = write_weight_corpus(tmp_path / "d")
     index(qtbot, page, [docs])
     name = page.current_kb
     assert page.search.weight.value() == 0.5 and "keyword weight 0.5" in page.info.text()
-    page.search.query.setText("small island marsupial quokka")
+    page.search.query.setText(WEIGHT_QUERY)
 
     def first_hit_with(weight: float) -> str:
         with qtbot.waitSignal(page.weight_saved, timeout=LONG), \

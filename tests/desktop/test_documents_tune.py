@@ -14,8 +14,8 @@ from PySide6.QtWidgets import QMessageBox
 
 from core.evaluate.tune import Config
 from core.rag.store import close_stores
-from desktop.pages.documents.page import DocumentsPage
 from tests.core.test_evaluate_tune import planted_documents
+from tests.desktop.test_documents_evaluate import close_page, open_page
 from tests.fixtures.documents import minilm_embedder
 
 __all__ = ["minilm_embedder"]
@@ -47,28 +47,14 @@ def planted_kb(tmp_path: Path, minilm_embedder, monkeypatch: pytest.MonkeyPatch)
     return "Planted"
 
 
-def open_page(qtbot, ctx) -> DocumentsPage:
-    page = DocumentsPage(ctx)
-    qtbot.addWidget(page)
-    page.resize(1100, 720)
-    page.tabs.setCurrentWidget(page.tune)
-    return page
-
-
-def close_page(page: DocumentsPage) -> None:
-    page.shutdown()
-    page.ctx.jobs.cancel_all()
-    page.ctx.jobs.wait_all()
-
-
 def test_tune_tab_tunes_cancels_applies_and_remembers(qtbot, ctx, planted_kb, monkeypatch):
     from core.evaluate import tune_kb as tune_module
     from core.rag.knowledge_base import open_kb
 
-    page = open_page(qtbot, ctx)
+    page = open_page(qtbot, ctx, "tune")
     tab = page.tune
     try:
-        with qtbot.waitSignal(tab.last_tune_shown, timeout=LONG) as shown:
+        with qtbot.waitSignal(tab.last_shown, timeout=LONG) as shown:
             pass
         assert shown.args == [None] and "Not tuned yet" in tab.status.text()
         assert not tab.apply_button.isEnabled() and tab.run_button.isEnabled()
@@ -129,9 +115,9 @@ def test_tune_tab_tunes_cancels_applies_and_remembers(qtbot, ctx, planted_kb, mo
     finally:
         close_page(page)
 
-    again = open_page(qtbot, ctx)  # the stored run, on arrival
+    again = open_page(qtbot, ctx, "tune")  # the stored run, on arrival
     try:
-        with qtbot.waitSignal(again.tune.last_tune_shown, timeout=LONG) as shown:
+        with qtbot.waitSignal(again.tune.last_shown, timeout=LONG) as shown:
             pass
         assert shown.args[0] is not None and shown.args[0].best.config == WINNER
         assert shown.args[0].applied and not again.tune.apply_button.isEnabled()

@@ -21,7 +21,6 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
-    QProgressBar,
     QPushButton,
     QSplitter,
     QTableWidget,
@@ -30,8 +29,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.context import AppContext, describe_error
+from desktop.context import AppContext
 from desktop.jobs import Job, Worker
+from desktop.pages.documents.kb_runs import KbRunTab
 
 if TYPE_CHECKING:
     from core.config import Settings
@@ -106,21 +106,17 @@ class _PowerOfTenAxis(pg.AxisItem):  # type: ignore[misc]  # pyqtgraph has no ty
         return [f"{10 ** v:,.0f}" if v >= 0 else f"{10 ** v:.2g}" for v in values]
 
 
-class EvaluateTab(QWidget):
+class EvaluateTab(KbRunTab):
     evaluated = Signal(object)  # the EvaluationResult
-    cancelled = Signal()
-    last_run_shown = Signal(object)  # the stored EvaluationResult, or None
+
+    kind = "evaluate"
+    last_job = staticmethod(last_run_job)
+    empty_text = ("No evaluation yet: choose Evaluate to measure which embedder finds this "
+                  "knowledge base's sentences best.")
 
     def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.ctx = ctx
-        self.kb: str | None = None
+        super().__init__(ctx, parent)
         self.result: EvaluationResult | None = None
-        tag = f"{id(self):x}"
-        self.run_group = f"documents-evaluate-{tag}"
-        self.load_group = f"documents-evaluate-last-{tag}"
-        self._worker: Worker[EvaluationResult] | None = None
-        self._busy = False
         self._build()
 
     def _build(self) -> None:
@@ -133,10 +129,7 @@ class EvaluateTab(QWidget):
         self.run_button = QPushButton("Evaluate")
         self.run_button.setToolTip("Score the embedders on this knowledge base's documents "
                                    "(known-item sentences, fixed seed)")
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
         self.run_button.clicked.connect(lambda: self.run_evaluation())
-        self.cancel_button.clicked.connect(self.cancel)
         self.embedders.returnPressed.connect(lambda: self.run_evaluation())
         top = QHBoxLayout()
         top.addWidget(QLabel("Embedders:"))
@@ -146,12 +139,6 @@ class EvaluateTab(QWidget):
         baselines = QLabel("BM25, a TF-IDF bag of words and random vectors always run as "
                            "baselines.")
         baselines.setStyleSheet("color: palette(mid);")
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
-        self.progress.setTextVisible(False)
-        self.progress.hide()
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
         self.recommendation = QLabel("")
         self.recommendation.setWordWrap(True)
         self.recommendation.setTextFormat(Qt.TextFormat.PlainText)
@@ -200,31 +187,6 @@ class EvaluateTab(QWidget):
         layout.addLayout(bottom)
         self._update_buttons()
 
-    # --- the knowledge base shown ---------------------------------------------------------
-
-    def set_kb(self, name: str | None) -> None:
-        """Show ``name``'s last stored run (a run for another knowledge base is dropped)."""
-        if name == self.kb:
-            return
-        self.ctx.jobs.drop(self.run_group)
-        self._running(False)
-        self.kb = name
-        self.show_result(None)
-        self.status.setText("")
-        if name is not None:
-            self.ctx.jobs.run(last_run_job, self.ctx.settings, name, group=self.load_group,
-                              on_result=self._show_last, quiet=True)
-
-    def _show_last(self, got: tuple[str, EvaluationResult | None]) -> None:
-        name, result = got
-        if name != self.kb:
-            return
-        self.show_result(result)
-        if result is None:
-            self.status.setText("No evaluation yet: choose Evaluate to measure which embedder "
-                                "finds this knowledge base's sentences best.")
-        self.last_run_shown.emit(result)
-
     # --- running ------------------------------------------------------------------------------
 
     def run_evaluation(self, names: list[str] | None = None) -> Worker[EvaluationResult] | None:
@@ -232,52 +194,21 @@ class EvaluateTab(QWidget):
             return None
         if names is None:
             names = [n.strip() for n in self.embedders.text().split(",") if n.strip()]
-        self._running(True)
-        self.progress.setValue(0)
-        self.status.setText("Starting…")
-        self._worker = self.ctx.jobs.run(
-            evaluate_job, self.ctx.settings, self.kb, names, group=self.run_group,
-            on_progress=self._on_progress, on_result=self._on_result,
-            on_error=self._on_error, on_cancelled=self._on_cancelled,
-            on_done=lambda: self._running(False))
-        return self._worker
-
-    def cancel(self) -> None:
-        self.ctx.jobs.cancel(self.run_group)
-
-    def _running(self, on: bool) -> None:
-        self.progress.setVisible(on)
-        self._busy = on
-        self._update_buttons()
+        kept = " The last stored run is still shown." if self.result is not None else ""
+        return self.start(evaluate_job, self.ctx.settings, self.kb, names,
+                          on_result=self._on_result, cancelled="Evaluation cancelled." + kept)
 
     def _update_buttons(self) -> None:
-        busy = self._busy
+        busy = self.busy
         self.run_button.setEnabled(self.kb is not None and not busy)
         self.cancel_button.setEnabled(busy)
         for b in (self.export_csv_button, self.export_png_button):
             b.setEnabled(self.result is not None and not busy)
 
-    def _on_progress(self, fraction: float | None, text: str) -> None:
-        if fraction is None:
-            self.progress.setRange(0, 0)
-        else:
-            self.progress.setRange(0, 1000)
-            self.progress.setValue(int(fraction * 1000))
-        if text:
-            self.status.setText(text + "…")
-
     def _on_result(self, result: EvaluationResult) -> None:
         self.status.setText(f"Evaluated in {result.elapsed_s:.0f} s.")
         self.show_result(result)
         self.evaluated.emit(result)
-
-    def _on_error(self, exc: BaseException) -> None:
-        self.status.setText(describe_error(exc))
-
-    def _on_cancelled(self, _partial: object) -> None:
-        kept = " The last stored run is still shown." if self.result is not None else ""
-        self.status.setText("Evaluation cancelled." + kept)
-        self.cancelled.emit()
 
     # --- showing a result -----------------------------------------------------------------
 
@@ -372,7 +303,3 @@ class EvaluateTab(QWidget):
             return None
         self.status.setText(f"Exported {target}.")
         return target
-
-    def shutdown(self) -> None:
-        self.ctx.jobs.cancel(self.run_group)
-        self.ctx.jobs.drop(self.load_group)

@@ -18,7 +18,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QMessageBox,
-    QProgressBar,
     QPushButton,
     QSpinBox,
     QTableWidget,
@@ -27,8 +26,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.context import AppContext, describe_error
+from desktop.context import AppContext
 from desktop.jobs import Job
+from desktop.pages.documents.kb_runs import KbRunTab
 
 if TYPE_CHECKING:
     from core.config import Settings
@@ -92,21 +92,18 @@ def _count(n: int, word: str) -> str:
 
 
 
-class TuneTab(QWidget):
+class TuneTab(KbRunTab):
     tuned = Signal(object)  # the TuneResult
     applied = Signal(str)  # what changed
-    stopped = Signal()  # a tune or an apply was cancelled
-    last_tune_shown = Signal(object)  # the stored TuneResult, or None
+
+    kind = "tune"
+    last_job = staticmethod(last_tune_job)
+    empty_text = ("Not tuned yet: choose Tune to find the chunk size, overlap, embedder and "
+                  "keyword weight that answer this knowledge base's own questions best.")
 
     def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.ctx = ctx
-        self.kb: str | None = None
+        super().__init__(ctx, parent)
         self.result: TuneResult | None = None
-        tag = f"{id(self):x}"
-        self.run_group = f"documents-tune-{tag}"
-        self.load_group = f"documents-tune-last-{tag}"
-        self._busy = False
         self._build()
 
     def _build(self) -> None:
@@ -122,10 +119,8 @@ class TuneTab(QWidget):
         self.run_button.setToolTip("Try chunk sizes, overlaps, embedders and keyword weights on "
                                    "questions from this knowledge base's own documents")
         self.apply_button = QPushButton("Apply best")
-        self.cancel_button = QPushButton("Cancel")
         self.run_button.clicked.connect(lambda: self.run_tune())
         self.apply_button.clicked.connect(lambda: self.apply_best())
-        self.cancel_button.clicked.connect(self.cancel)
         top = QHBoxLayout()
         top.addWidget(QLabel("Also try:"))
         top.addWidget(self.embedders, 1)
@@ -133,12 +128,6 @@ class TuneTab(QWidget):
         top.addWidget(self.budget)
         top.addWidget(self.run_button)
         top.addWidget(self.cancel_button)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
-        self.progress.setTextVisible(False)
-        self.progress.hide()
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
         self.table = QTableWidget(2, 4)
         self.table.setHorizontalHeaderLabels(["", "Configuration", "nDCG@10", "Recall@10"])
         self.table.verticalHeader().hide()
@@ -167,48 +156,18 @@ class TuneTab(QWidget):
         layout.addStretch(1)
         self._update_buttons()
 
-    # --- the knowledge base shown ---------------------------------------------------------
-
-    def set_kb(self, name: str | None) -> None:
-        """Show ``name``'s last stored run (work for another knowledge base is dropped)."""
-        if name == self.kb:
-            return
-        self.ctx.jobs.drop(self.run_group)
-        self._running(False)
-        self.kb = name
-        self.show_result(None)
-        self.status.setText("")
-        if name is not None:
-            self.ctx.jobs.run(last_tune_job, self.ctx.settings, name, group=self.load_group,
-                              on_result=self._show_last, quiet=True)
-
-    def _show_last(self, got: tuple[str, TuneResult | None]) -> None:
-        name, result = got
-        if name != self.kb:
-            return
-        self.show_result(result)
-        if result is None:
-            self.status.setText("Not tuned yet: choose Tune to find the chunk size, overlap, "
-                                "embedder and keyword weight that answer this knowledge base's "
-                                "own questions best.")
-        self.last_tune_shown.emit(result)
-
     # --- running ------------------------------------------------------------------------------
 
     def run_tune(self) -> None:
-        if self.kb is None or self._busy:
+        if self.kb is None or self.busy:
             return
         names = [n.strip() for n in self.embedders.text().split(",") if n.strip()]
-        self._start("Starting…")
-        self.ctx.jobs.run(tune_job, self.ctx.settings, self.kb, names, float(self.budget.value()),
-                          group=self.run_group, on_progress=self._on_progress,
-                          on_result=self._on_tuned, on_error=self._on_error,
-                          on_cancelled=lambda _p: self._on_cancelled("Tuning"),
-                          on_done=lambda: self._running(False))
+        self.start(tune_job, self.ctx.settings, self.kb, names, float(self.budget.value()),
+                   on_result=self._on_tuned, cancelled="Tuning cancelled.")
 
     def apply_best(self, *, confirm: bool = True) -> None:
         result = self.result
-        if self.kb is None or result is None or self._busy or not self._better(result):
+        if self.kb is None or result is None or self.busy or not self._better(result):
             return
         best = result.best.config
         if confirm and QMessageBox.question(
@@ -217,28 +176,11 @@ class TuneTab(QWidget):
                 "embedder re-indexes its documents; the knowledge base keeps serving as it is "
                 "until the new index is complete.") != QMessageBox.StandardButton.Yes:
             return
-        self._start("Applying…")
-        self.ctx.jobs.run(apply_job, self.ctx.settings, self.kb, result, group=self.run_group,
-                          on_progress=self._on_progress, on_result=self._on_applied,
-                          on_error=self._on_error,
-                          on_cancelled=lambda _p: self._on_cancelled("Applying"),
-                          on_done=lambda: self._running(False))
-
-    def cancel(self) -> None:
-        self.ctx.jobs.cancel(self.run_group)
-
-    def _start(self, text: str) -> None:
-        self._running(True)
-        self.progress.setValue(0)
-        self.status.setText(text)
-
-    def _running(self, on: bool) -> None:
-        self.progress.setVisible(on)
-        self._busy = on
-        self._update_buttons()
+        self.start(apply_job, self.ctx.settings, self.kb, result, on_result=self._on_applied,
+                   cancelled="Applying cancelled. The knowledge base is as it was.")
 
     def _update_buttons(self) -> None:
-        busy = self._busy
+        busy = self.busy
         self.run_button.setEnabled(self.kb is not None and not busy)
         self.cancel_button.setEnabled(busy)
         self.apply_button.setEnabled(self.result is not None and not busy
@@ -249,15 +191,6 @@ class TuneTab(QWidget):
         """The best configuration is another than the current one, and not applied yet."""
         return result.best.config != result.current.config and not result.applied
 
-    def _on_progress(self, fraction: float | None, text: str) -> None:
-        if fraction is None:
-            self.progress.setRange(0, 0)
-        else:
-            self.progress.setRange(0, 1000)
-            self.progress.setValue(int(fraction * 1000))
-        if text:
-            self.status.setText(text + "…")
-
     def _on_tuned(self, result: TuneResult) -> None:
         self.status.setText(f"Tuned in {result.elapsed_s:.0f} s.")
         self.show_result(result)
@@ -266,18 +199,8 @@ class TuneTab(QWidget):
     def _on_applied(self, said: str) -> None:
         self.status.setText(f"Applied: {said}.")
         self.ctx.bus.knowledge_bases_changed.emit()  # its chunking or weight changed
-        if self.kb is not None:  # the applied configuration is the current one now
-            self.ctx.jobs.run(last_tune_job, self.ctx.settings, self.kb, group=self.load_group,
-                              on_result=self._show_last, quiet=True)
+        self.load_last()  # the run, now marked applied
         self.applied.emit(said)
-
-    def _on_error(self, exc: BaseException) -> None:
-        self.status.setText(describe_error(exc))
-
-    def _on_cancelled(self, what: str) -> None:
-        kept = " The knowledge base is as it was." if what == "Applying" else ""
-        self.status.setText(f"{what} cancelled.{kept}")
-        self.stopped.emit()
 
     # --- showing a result -----------------------------------------------------------------
 
@@ -313,7 +236,3 @@ class TuneTab(QWidget):
                 f"chat: {result.top_k} (recall@{result.top_k} {result.recall_at_k:.3f}, "
                 f"recall@20 {result.recall_at_20:.3f}).{apply}{notes}")
         self._update_buttons()
-
-    def shutdown(self) -> None:
-        self.ctx.jobs.cancel(self.run_group)
-        self.ctx.jobs.drop(self.load_group)
