@@ -115,8 +115,9 @@ def apply_best(kb: KnowledgeBase, result: TuneResult, *, progress: Progress = _q
                     stopped = True
                     job.cancel()
         if stopped:
-            raise Cancelled("the re-index was cancelled; the knowledge base is as it was",
-                            partial="; ".join(done))
+            already = f" ({'; '.join(done)}: set before it)" if done else ""
+            raise Cancelled("the re-index was cancelled; the knowledge base keeps its chunking "
+                            f"and embedder{already}", partial="; ".join(done))
         done.append(f"re-indexed with {best.embedder}, {best.chunk_tokens}-token chunks, "
                     f"overlap {best.overlap_tokens}")
     return "; ".join(done) or "nothing: the current configuration is already the best"

@@ -91,7 +91,6 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-
 class TuneTab(KbRunTab):
     tuned = Signal(object)  # the TuneResult
     applied = Signal(str)  # what changed
@@ -177,7 +176,8 @@ class TuneTab(KbRunTab):
                 "until the new index is complete.") != QMessageBox.StandardButton.Yes:
             return
         self.start(apply_job, self.ctx.settings, self.kb, result, on_result=self._on_applied,
-                   cancelled="Applying cancelled. The knowledge base is as it was.")
+                   cancelled="Applying cancelled: the index was not replaced; the knowledge "
+                             "base keeps its chunking and embedder.")
 
     def _update_buttons(self) -> None:
         busy = self.busy
