@@ -203,3 +203,20 @@ def test_a_docx_with_xml_entities_is_refused(tmp_path: Path) -> None:
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("word/document.xml", lol)
     assert "unsafe DOCX" in reason(path)
+
+
+def test_documents_parse_with_more_than_1024_files_open(tmp_path: Path) -> None:
+    """A long-running window can hold many descriptors: the parser's pipe may be numbered past
+    1024, where select.select fails."""
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        child = ParseChild()  # its pipes are numbered past 1024 now
+        try:
+            doc = child.parse(make_pdf(tmp_path / "a.pdf", ["Past the old limit."]), "pdf",
+                              Limits())
+        finally:
+            child.close()
+        assert [u.text.strip() for u in doc.units] == ["Past the old limit."]
+    finally:
+        for fd in held:
+            os.close(fd)
