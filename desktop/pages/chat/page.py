@@ -57,6 +57,9 @@ class ChatPage(QWidget):
         super().__init__(parent)
         self.ctx = ctx
         self.store = HistoryStore()
+        # the page's own connection to the history goes with the page (its jobs ended first:
+        # the window waits for them as it closes)
+        self.destroyed.connect(self.store.close)
         self.backend: ChatBackend | None = None
         self.backend_ref = ""
         self.backend_info: BackendInfo | None = None
