@@ -144,3 +144,44 @@ def test_a_cancel_from_the_progress_callback_stops_the_search():
     never = {"minilm": lambda: pytest.fail("a cancelled search must not load a model")}
     with pytest.raises(Cancelled):
         tune(planted_documents(), never, current, configs=[current], progress=stop)
+
+
+def test_a_cancelled_apply_leaves_the_old_index_serving(tmp_path: Path, minilm_embedder):
+    """Stop during the re-index: the old chunking still serves, whole; what was already set
+    (the keyword weight) is named in the message."""
+    from core.config import Settings
+    from core.errors import Cancelled
+    from core.evaluate.tune_kb import apply_best, tune_kb
+    from core.rag.chunker import ChunkParams
+    from core.rag.indexing import index_paths
+    from core.rag.knowledge_base import create_kb, open_kb
+    from core.rag.store import close_stores
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for doc in planted_documents():
+        (folder / Path(doc.source).name).write_text(doc.text, encoding="utf-8")
+    settings = Settings()
+    kb = create_kb("Planted", settings=settings, params=ChunkParams(32, 0))
+    try:
+        index_paths(kb, [folder])
+        chunks = kb.info().chunks
+        result = tune_kb(kb, budget_s=600, configs=[Config("minilm", 64, 0, 0.25)])
+
+        def stop(_fraction: float | None, text: str) -> None:
+            if text.startswith("re-indexing"):
+                raise Cancelled("stopped")
+
+        with pytest.raises(Cancelled) as stopped:
+            apply_best(kb, result, progress=stop)
+        assert "keeps its chunking and embedder" in str(stopped.value)
+        assert "hybrid weight 0.25" in str(stopped.value)
+    finally:
+        kb.close()
+    kb = open_kb("Planted", settings=settings)
+    try:
+        assert kb.params.chunk_tokens == 32 and kb.info().chunks == chunks
+        assert kb.hybrid_weight == 0.25  # set before the re-index, as the message says
+    finally:
+        kb.close()
+        close_stores()

@@ -272,6 +272,24 @@ def test_the_keyword_weight_is_kept_with_the_knowledge_base_and_reranks_the_sear
         kb.close()
 
 
+def test_a_keyword_weight_that_cannot_be_saved_says_why_and_shows_the_stored_one(
+        qtbot, page, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from core.errors import BackendUnavailable
+    from desktop.pages.documents import jobs as documents_jobs
+
+    index(qtbot, page, [write_weight_corpus(tmp_path / "d")])
+
+    def server_gone(*_args):
+        raise BackendUnavailable("the Chroma server at 127.0.0.1:8000 stopped answering",
+                                 hint="Start it again, then retry.")
+
+    monkeypatch.setattr(documents_jobs, "set_weight_job", server_gone)
+    page.search.weight.setValue(0.9)
+    qtbot.waitUntil(lambda: "stopped answering" in page.search.status.text(), timeout=LONG)
+    assert page.search.weight.value() == 0.5  # what is stored, not what failed
+    assert "keyword weight 0.5" in page.info.text()
+
+
 class HeldSearches:
     """The page's search job, really searching, but holding its answer back until the test
     releases that query: ``arrived[q]`` is set once the answer is ready and waiting."""
